@@ -1,0 +1,99 @@
+/*
+ * mrlease-ctl: talk to a running process's lease engine.
+ *
+ *   mrlease-ctl config                         UCX_MRLEASE_* variables and values
+ *   mrlease-ctl PID[.N] counters               the engine's counters
+ *   mrlease-ctl PID[.N] inject ADDR LEN [KINDS] inject decoherence (KINDS: unmap,
+ *                                              remap,remove,fork,file_break,...)
+ */
+#define _GNU_SOURCE
+#include <ucs_mrlease/mrlease.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: mrlease-ctl config\n"
+            "       mrlease-ctl PID[.N] counters\n"
+            "       mrlease-ctl PID[.N] inject HEXADDR LENGTH [KIND[,KIND...]]\n"
+            "KIND: unmap remap remove fork file_break file_rearm inject\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    struct sockaddr_un addr, self;
+    char req[512], reply[8192];
+    struct pollfd pfd;
+    socklen_t len;
+    ssize_t n;
+    int sock, pid, idx = 0, ret;
+
+    if ((argc == 2) && !strcmp(argv[1], "config")) {
+        ucs_mrlease_config_print(stdout);
+        return 0;
+    }
+    if ((argc < 3) || (sscanf(argv[1], "%d.%d", &pid, &idx) < 1) || (pid <= 0)) {
+        return usage();
+    }
+    if (!strcmp(argv[2], "counters") && (argc == 3)) {
+        snprintf(req, sizeof(req), "counters");
+    } else if (!strcmp(argv[2], "inject") && ((argc == 5) || (argc == 6))) {
+        snprintf(req, sizeof(req), "inject %s %s %s", argv[3], argv[4],
+                 (argc == 6) ? argv[5] : "inject");
+    } else {
+        return usage();
+    }
+
+    sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) {
+        perror("mrlease-ctl: socket");
+        return 1;
+    }
+    /* Autobind an abstract address so the engine can answer. */
+    memset(&self, 0, sizeof(self));
+    self.sun_family = AF_UNIX;
+    if (bind(sock, (struct sockaddr*)&self, sizeof(sa_family_t)) < 0) {
+        perror("mrlease-ctl: bind");
+        return 1;
+    }
+
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1,
+                   idx ? "mrlease.%d.%d" : "mrlease.%d", pid, idx);
+    if (sendto(sock, req, strlen(req), 0, (struct sockaddr*)&addr,
+               offsetof(struct sockaddr_un, sun_path) + 1 + len) < 0) {
+        fprintf(stderr, "mrlease-ctl: no lease engine answers at @%s: %s\n"
+                "(is the process running with UCX_MRLEASE_MONITORS including "
+                "inject and UCX_MRLEASE_CTL_SOCKET=y?)\n", addr.sun_path + 1,
+                strerror(errno));
+        return 1;
+    }
+
+    pfd.fd     = sock;
+    pfd.events = POLLIN;
+    ret = poll(&pfd, 1, 5000);
+    if (ret <= 0) {
+        fprintf(stderr, "mrlease-ctl: no answer from @%s within 5 s\n",
+                addr.sun_path + 1);
+        return 1;
+    }
+    n = recv(sock, reply, sizeof(reply) - 1, 0);
+    if (n < 0) {
+        perror("mrlease-ctl: recv");
+        return 1;
+    }
+    reply[n] = '\0';
+    printf("%s\n", reply);
+    close(sock);
+    return strncmp(reply, "error", 5) ? 0 : 1;
+}

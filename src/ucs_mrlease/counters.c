@@ -1,0 +1,34 @@
+#include "engine.h"
+
+void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
+{
+    unsigned i;
+
+    fprintf(stream, "# mrlease counters\n");
+    for (i = 0; i < UCS_MRLEASE_EV_KINDS; ++i) {
+        fprintf(stream, "events.%-18s %llu\n",
+                ucs_mrlease_event_kind_name(UCS_BIT(i)),
+                (unsigned long long)c->events[i]);
+    }
+    for (i = 0; i < UCS_MRLEASE_MONITOR_LAST; ++i) {
+        fprintf(stream, "monitor.%-17s %llu\n", ucs_mrlease_monitor_name(i),
+                (unsigned long long)c->monitor_events[i]);
+    }
+#define MRL_PRINT(_f) \
+    fprintf(stream, "%-25s %llu\n", #_f, (unsigned long long)c->_f)
+    MRL_PRINT(leases_active);
+    MRL_PRINT(leases_acquired);
+    MRL_PRINT(leases_broken);
+    MRL_PRINT(leases_restored);
+    MRL_PRINT(leases_dead);
+    MRL_PRINT(leases_unmonitored);
+    MRL_PRINT(queue_overflows);
+    MRL_PRINT(dispatches);
+    MRL_PRINT(held_count);
+    MRL_PRINT(file_leases_forced);
+    MRL_PRINT(file_leases_adopted);
+#undef MRL_PRINT
+    fprintf(stream, "%-25s %.1f\n", "held_us_avg",
+            c->held_count ? (double)c->held_ns_total / c->held_count / 1e3 : 0.0);
+    fprintf(stream, "%-25s %.1f\n", "held_us_max", (double)c->held_ns_max / 1e3);
+}

@@ -1,0 +1,152 @@
+/*
+ * Dispatch: drain the queue, map events to leases, coalesce them per lease,
+ * and call owners back. Runs from the owner's progress when pending is set.
+ */
+#include "engine.h"
+
+
+/* Fold an event into a lease's accumulated one; queue the lease once. */
+void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e)
+{
+    ucs_mrlease_engine_t *engine = lease->engine;
+    ucs_mrlease_event_t *acc     = &lease->acc;
+    uintptr_t start, end;
+
+    if (e != NULL) {
+        start = (e->start > lease->hot.start) ? e->start : lease->hot.start;
+        end   = (e->end < lease->hot.end) ? e->end : lease->hot.end;
+        if (start >= end) {
+            /* resolved by file, not by range: the whole lease */
+            start = lease->hot.start;
+            end   = lease->hot.end;
+        }
+        if (acc->kinds == 0) {
+            acc->start = start;
+            acc->end   = end;
+        } else {
+            acc->start = (start < acc->start) ? start : acc->start;
+            acc->end   = (end > acc->end) ? end : acc->end;
+        }
+        acc->kinds    |= e->kinds;
+        acc->monitors |= UCS_BIT(e->monitor);
+        if (e->kinds & UCS_MRLEASE_EV_REMAP) {
+            acc->new_start = e->new_start + (start - e->start);
+        }
+    }
+
+    if (!(lease->flags & UCS_MRLEASE_FLAG_QUEUED) &&
+        (lease->state == UCS_MRLEASE_STATE_ARMED)) {
+        lease->flags |= UCS_MRLEASE_FLAG_QUEUED;
+        ucs_list_add_tail(&engine->dispatch_list, &lease->dispatch_list);
+        /* seen by the next progress even if this is not a dispatch */
+        ucs_mrlease_set_pending(engine);
+    }
+}
+
+static void ucs_mrlease_lease_event_cb(ucs_mrlease_t *lease, void *arg)
+{
+    ucs_mrlease_lease_event(lease, (const ucs_mrlease_qentry_t*)arg);
+}
+
+static int ucs_mrlease_tree_event_cb(ucs_mrlease_tree_node_t *node, void *arg)
+{
+    ucs_mrlease_lease_event(ucs_container_of(node, ucs_mrlease_t, node),
+                            (const ucs_mrlease_qentry_t*)arg);
+    return 0;
+}
+
+static void ucs_mrlease_map_entry(ucs_mrlease_engine_t *engine,
+                                  const ucs_mrlease_qentry_t *e)
+{
+    ucs_mrlease_monitor_t *mon = (e->monitor < UCS_MRLEASE_MONITOR_LAST) ?
+                                 engine->monitors[e->monitor] : NULL;
+
+    if ((mon != NULL) && (mon->ops->resolve != NULL) &&
+        mon->ops->resolve(mon, e, ucs_mrlease_lease_event_cb, (void*)e)) {
+        return;
+    }
+    ucs_mrlease_tree_overlaps(&engine->tree, e->start, e->end,
+                              ucs_mrlease_tree_event_cb, (void*)e);
+}
+
+unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
+{
+    unsigned count = 0, n, i, overflow_kinds, overflow_monitors, m;
+    ucs_mrlease_qentry_t all = {0};
+    ucs_mrlease_event_t event;
+    ucs_mrlease_t *lease;
+    ucs_status_t status;
+
+    ucs_mrlease_engine_lock(engine);
+    ++engine->counters.dispatches;
+
+    n = ucs_mrlease_queue_drain(&engine->queue, &engine->hot.pending,
+                                &overflow_kinds, &overflow_monitors);
+    for (i = 0; i < n; ++i) {
+        ucs_mrlease_map_entry(engine, &engine->queue.drain_buf[i]);
+    }
+    if (overflow_kinds != 0) {
+        /* Lost track of which ranges: every lease may be decoherent. */
+        ucs_diag("mrlease: event queue overflowed (UCX_MRLEASE_QUEUE_LEN=%u): "
+                 "breaking every lease", engine->config.queue_len);
+        all.end   = UINTPTR_MAX;
+        all.kinds = overflow_kinds;
+        all.key   = -1;
+        for (m = 0; m < UCS_MRLEASE_MONITOR_LAST; ++m) {
+            if (overflow_monitors & UCS_BIT(m)) {
+                all.monitor = m;
+                ucs_mrlease_tree_walk(&engine->tree, ucs_mrlease_tree_event_cb,
+                                      &all);
+            }
+        }
+    }
+
+    while (!ucs_list_is_empty(&engine->dispatch_list)) {
+        lease = ucs_list_extract_head(&engine->dispatch_list, ucs_mrlease_t,
+                                      dispatch_list);
+        lease->flags &= ~UCS_MRLEASE_FLAG_QUEUED;
+        if (lease->state != UCS_MRLEASE_STATE_ARMED) {
+            continue; /* broken: delivered again when restored; dead: nothing */
+        }
+
+        event            = lease->acc;
+        event.kinds     &= lease->events;
+        lease->acc.kinds = 0;
+        lease->acc.monitors  = 0;
+        lease->acc.new_start = 0;
+        if (event.kinds == 0) {
+            continue;
+        }
+
+        lease->state = UCS_MRLEASE_STATE_BROKEN;
+        __atomic_add_fetch(&lease->hot.generation, 1, __ATOMIC_RELEASE);
+        lease->broken_ns = ucs_mrlease_now_ns();
+        lease->flags    |= UCS_MRLEASE_FLAG_CALLBACK;
+        ++engine->counters.leases_broken;
+        ++count;
+
+        ucs_debug("mrlease: lease %p [0x%lx, 0x%lx) broken: kinds 0x%x "
+                  "[0x%lx, 0x%lx) monitors 0x%x", lease, lease->hot.start,
+                  lease->hot.end, event.kinds, event.start, event.end,
+                  event.monitors);
+
+        /* Owners take their own locks (rcache's page table) and may call
+         * back into the engine: never hold ours across the callback. */
+        ucs_mrlease_engine_unlock(engine);
+        status = lease->cb(lease, &event, lease->arg);
+        ucs_mrlease_engine_lock(engine);
+
+        lease->flags &= ~UCS_MRLEASE_FLAG_CALLBACK;
+        if (lease->flags & UCS_MRLEASE_FLAG_RELEASED) {
+            ucs_mrlease_free(lease);
+            continue;
+        }
+        if ((status != UCS_INPROGRESS) &&
+            (lease->state == UCS_MRLEASE_STATE_BROKEN)) {
+            ucs_mrlease_restored_locked(lease, status);
+        }
+    }
+
+    ucs_mrlease_engine_unlock(engine);
+    return count;
+}

@@ -1,0 +1,150 @@
+/*
+ * Private state of the lease engine, shared by its files.
+ */
+#ifndef UCS_MRLEASE_ENGINE_H_
+#define UCS_MRLEASE_ENGINE_H_
+
+#include "mrlease.h"
+#include "lease_tree.h"
+#include "event_queue.h"
+#include "config.h"
+
+#include <ucs/datastruct/list.h>
+#include <ucs/debug/log_def.h>
+#include <pthread.h>
+#include <assert.h>
+#include <time.h>
+
+#define mrl_assert(_cond) assert(_cond)
+
+typedef struct ucs_mrlease_monitor     ucs_mrlease_monitor_t;
+typedef struct ucs_mrlease_monitor_ops ucs_mrlease_monitor_ops_t;
+
+/* Visitor for the leases an event applies to; see monitor ops->resolve. */
+typedef void (*ucs_mrlease_lease_visit_t)(ucs_mrlease_t *lease, void *arg);
+
+/*
+ * A monitor turns one kernel (or library) mechanism into queue entries.
+ * arm/disarm/resolve/restored run under the engine lock; drain/timer run in
+ * the reader thread and must never take the engine lock, since a changer
+ * that the reader is about to release may be holding it.
+ */
+struct ucs_mrlease_monitor_ops {
+    ucs_mrlease_monitor_id_t id;
+    const char               *name;
+    ucs_status_t (*open)(ucs_mrlease_engine_t *engine, ucs_mrlease_monitor_t **mon_p);
+    void         (*close)(ucs_mrlease_monitor_t *mon);
+    /* UCS_ERR_UNSUPPORTED: this monitor does not cover the lease (not an error). */
+    ucs_status_t (*arm)(ucs_mrlease_monitor_t *mon, ucs_mrlease_t *lease);
+    void         (*disarm)(ucs_mrlease_monitor_t *mon, ucs_mrlease_t *lease);
+    /* Optional: the leases an entry applies to, when not found by its range. */
+    int          (*resolve)(ucs_mrlease_monitor_t *mon, const ucs_mrlease_qentry_t *e,
+                            ucs_mrlease_lease_visit_t visit, void *arg);
+    /* Optional: a broken lease of this monitor was restored, released or died. */
+    void         (*restored)(ucs_mrlease_monitor_t *mon, ucs_mrlease_t *lease);
+    /* Optional, reader thread: fd to poll, its handler, and a periodic tick. */
+    int          (*fd)(ucs_mrlease_monitor_t *mon);
+    void         (*drain)(ucs_mrlease_monitor_t *mon);
+    int          (*timer)(ucs_mrlease_monitor_t *mon); /* returns next timeout in ms, or -1 */
+};
+
+struct ucs_mrlease_monitor {
+    const ucs_mrlease_monitor_ops_t *ops;
+    ucs_mrlease_engine_t            *engine;
+};
+
+extern const ucs_mrlease_monitor_ops_t ucs_mrlease_uffd_ops;
+extern const ucs_mrlease_monitor_ops_t ucs_mrlease_ucm_ops;
+extern const ucs_mrlease_monitor_ops_t ucs_mrlease_flease_ops;
+extern const ucs_mrlease_monitor_ops_t ucs_mrlease_inject_ops;
+
+typedef enum {
+    UCS_MRLEASE_STATE_ARMED,  /* coherent, monitors armed */
+    UCS_MRLEASE_STATE_BROKEN, /* owner called back, restore awaited */
+    UCS_MRLEASE_STATE_DEAD    /* owner could not restore */
+} ucs_mrlease_state_t;
+
+enum {
+    UCS_MRLEASE_FLAG_QUEUED   = UCS_BIT(0), /* on the engine's dispatch list */
+    UCS_MRLEASE_FLAG_CALLBACK = UCS_BIT(1), /* owner callback running */
+    UCS_MRLEASE_FLAG_RELEASED = UCS_BIT(2)  /* released during its callback */
+};
+
+struct ucs_mrlease {
+    ucs_mrlease_hot_t       hot;        /* must be first: read inline */
+    ucs_mrlease_tree_node_t node;
+    ucs_mrlease_engine_t    *engine;
+    ucs_mrlease_break_cb_t  cb;
+    void                    *arg;
+    unsigned                events;     /* kinds the owner wants */
+    ucs_mrlease_state_t     state;
+    unsigned                flags;
+    unsigned                monitored;  /* monitors that armed this lease */
+    ucs_mrlease_event_t     acc;        /* accumulated, not yet delivered */
+    ucs_mrlease_backing_t   backing;
+    int                     owner_fd;   /* dup of params->fd, or -1 */
+    uint64_t                broken_ns;  /* when the callback was delivered */
+    void                    *file;      /* flease: the leased file */
+    int                     file_waiting; /* flease: a break waits for us */
+    ucs_list_link_t         file_list;  /* flease: leases on the same file */
+    ucs_list_link_t         dispatch_list;
+};
+
+struct ucs_mrlease_engine {
+    ucs_mrlease_engine_hot_t hot;       /* must be first: read inline */
+    ucs_mrlease_config_t     config;
+    pthread_mutex_t          lock;      /* recursive: owners may re-enter from callbacks */
+    ucs_mrlease_tree_t       tree;
+    ucs_mrlease_queue_t      queue;
+    ucs_mrlease_monitor_t    *monitors[UCS_MRLEASE_MONITOR_LAST];
+    unsigned                 monitor_mask;
+    ucs_list_link_t          dispatch_list;
+    ucs_mrlease_counters_t   counters;  /* under lock, or atomics (held_*) */
+    pid_t                    pid;       /* a forked child has no reader thread */
+    /* reader thread */
+    pthread_t                reader;
+    int                      reader_running;
+    int                      wake_fd;
+    volatile int             reader_stop;
+    pid_t                    reader_tid; /* target of file lease signals */
+};
+
+static inline uint64_t ucs_mrlease_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* Raise the pending word; callers hold the queue lock. */
+static inline void ucs_mrlease_set_pending(ucs_mrlease_engine_t *engine)
+{
+    __atomic_store_n(&engine->hot.pending, 1, __ATOMIC_SEQ_CST);
+}
+
+/* engine.c */
+void ucs_mrlease_engine_lock(ucs_mrlease_engine_t *engine);
+void ucs_mrlease_engine_unlock(ucs_mrlease_engine_t *engine);
+void ucs_mrlease_count_held(ucs_mrlease_engine_t *engine, uint64_t ns);
+ucs_mrlease_monitor_t *ucs_mrlease_monitor(ucs_mrlease_engine_t *engine,
+                                           ucs_mrlease_monitor_id_t id);
+
+/* engine.c, engine lock held */
+void ucs_mrlease_restored_locked(ucs_mrlease_t *lease, ucs_status_t status);
+void ucs_mrlease_free(ucs_mrlease_t *lease);
+
+/* dispatch.c: queue an event for a lease found outside the tree (locked). */
+void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e);
+
+/* reader_thread.c */
+ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine);
+void         ucs_mrlease_reader_stop(ucs_mrlease_engine_t *engine);
+void         ucs_mrlease_reader_wake(ucs_mrlease_engine_t *engine);
+
+/* backing.c */
+ucs_status_t ucs_mrlease_backing_query(uintptr_t start, uintptr_t end,
+                                       ucs_mrlease_backing_t *backing,
+                                       char *path, size_t max,
+                                       uintptr_t *vma_start, uintptr_t *vma_end);
+
+#endif

@@ -1,0 +1,64 @@
+/**
+ * A UCS registration cache whose regions are leased.
+ *
+ * Each region is leased before it is registered (so a file mapping can be
+ * adopted first) and released after it is deregistered (so a held changer
+ * goes on only once no registration pins the old pages). A broken lease
+ * invalidates its region with ucs_rcache_region_invalidate(): operations in
+ * flight keep their reference and complete; the next lookup registers the
+ * range again on its new pages; when the last reference goes, the region is
+ * deregistered and the lease released.
+ */
+#ifndef UCS_MRLEASE_RCACHE_H_
+#define UCS_MRLEASE_RCACHE_H_
+
+#include "mrlease.h"
+#include <ucs/memory/rcache.h>
+
+BEGIN_C_DECLS
+
+/* The library is built with hidden visibility: this is its API. */
+#pragma GCC visibility push(default)
+
+typedef struct ucs_mrlease_rcache {
+    ucs_rcache_t         *rcache;
+    ucs_mrlease_engine_t *engine;
+    ucs_rcache_ops_t     ops;          /* ours, wrapping user_ops */
+    const ucs_rcache_ops_t *user_ops;
+    void                 *user_context;
+    size_t               lease_offset; /* where a region keeps its lease */
+    uint64_t             invalidations;
+    uint64_t             lease_failures;
+} ucs_mrlease_rcache_t;
+
+/** Like ucs_rcache_create(); params->region_struct_size is the caller's own. */
+ucs_status_t ucs_mrlease_rcache_create(ucs_mrlease_engine_t *engine,
+                                       const ucs_rcache_params_t *params,
+                                       const char *name,
+                                       ucs_mrlease_rcache_t **lrc_p);
+void ucs_mrlease_rcache_destroy(ucs_mrlease_rcache_t *lrc);
+
+/** The lease of a region (NULL if it could not be leased). */
+ucs_mrlease_t *ucs_mrlease_rcache_region_lease(ucs_mrlease_rcache_t *lrc,
+                                               ucs_rcache_region_t *region);
+
+/** ucs_rcache_get(), made coherent: pending decoherence is handled first. */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+ucs_mrlease_rcache_get(ucs_mrlease_rcache_t *lrc, void *address, size_t length,
+                       int prot, void *arg, ucs_rcache_region_t **region_p)
+{
+    ucs_mrlease_progress(lrc->engine);
+    return ucs_rcache_get(lrc->rcache, address, length, prot, arg, region_p);
+}
+
+static UCS_F_ALWAYS_INLINE void
+ucs_mrlease_rcache_put(ucs_mrlease_rcache_t *lrc, ucs_rcache_region_t *region)
+{
+    ucs_rcache_region_put(lrc->rcache, region);
+}
+
+#pragma GCC visibility pop
+
+END_C_DECLS
+
+#endif

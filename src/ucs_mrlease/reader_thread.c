@@ -1,0 +1,145 @@
+/*
+ * The engine's reader: a thread of its own that is never a changer. It reads
+ * what the kernel reports (userfaultfd events, lease-break signals, control
+ * requests) as soon as it is readable, so a changer the kernel holds until
+ * its event is read is released promptly even when the application thread
+ * that would run progress is that very changer. It has every signal blocked:
+ * lease-break signals are directed at it and read through a signalfd, so no
+ * process-wide handler is installed and the application never sees them.
+ */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+
+typedef struct {
+    ucs_mrlease_engine_t *engine;
+    pthread_mutex_t      lock;
+    pthread_cond_t       cond;
+    int                  started;
+} ucs_mrlease_reader_start_t;
+
+static void *ucs_mrlease_reader_main(void *arg)
+{
+    ucs_mrlease_reader_start_t *start = arg;
+    ucs_mrlease_engine_t *engine      = start->engine;
+    struct pollfd pfd[UCS_MRLEASE_MONITOR_LAST + 1];
+    ucs_mrlease_monitor_t *owner[UCS_MRLEASE_MONITOR_LAST + 1];
+    ucs_mrlease_monitor_t *mon;
+    int nfds = 0, id, i, timeout, t;
+    uint64_t value;
+
+    pfd[nfds].fd     = engine->wake_fd;
+    pfd[nfds].events = POLLIN;
+    owner[nfds++]    = NULL;
+    for (id = 0; id < UCS_MRLEASE_MONITOR_LAST; ++id) {
+        mon = engine->monitors[id];
+        if ((mon != NULL) && (mon->ops->fd != NULL) && (mon->ops->fd(mon) >= 0)) {
+            pfd[nfds].fd     = mon->ops->fd(mon);
+            pfd[nfds].events = POLLIN;
+            owner[nfds++]    = mon;
+        }
+    }
+
+    pthread_mutex_lock(&start->lock);
+    engine->reader_tid = syscall(SYS_gettid);
+    start->started     = 1;
+    pthread_cond_signal(&start->cond);
+    pthread_mutex_unlock(&start->lock);
+    /* start is gone from here on */
+
+    while (!engine->reader_stop) {
+        timeout = -1;
+        for (id = 0; id < UCS_MRLEASE_MONITOR_LAST; ++id) {
+            mon = engine->monitors[id];
+            if ((mon != NULL) && (mon->ops->timer != NULL)) {
+                t = mon->ops->timer(mon);
+                if ((t >= 0) && ((timeout < 0) || (t < timeout))) {
+                    timeout = t;
+                }
+            }
+        }
+
+        if (poll(pfd, nfds, timeout) < 0) {
+            continue; /* EINTR cannot happen with all signals blocked */
+        }
+        if (pfd[0].revents & POLLIN) {
+            (void)!read(engine->wake_fd, &value, sizeof(value));
+        }
+        for (i = 1; i < nfds; ++i) {
+            if (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) {
+                owner[i]->ops->drain(owner[i]);
+            }
+        }
+    }
+    return NULL;
+}
+
+ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine)
+{
+    ucs_mrlease_reader_start_t start;
+    sigset_t all, old;
+    int ret;
+
+    engine->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (engine->wake_fd < 0) {
+        ucs_error("mrlease: eventfd() failed: %m");
+        return UCS_ERR_IO_ERROR;
+    }
+
+    start.engine  = engine;
+    start.started = 0;
+    pthread_mutex_init(&start.lock, NULL);
+    pthread_cond_init(&start.cond, NULL);
+
+    /* The thread inherits the mask in force when it is created. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    ret = pthread_create(&engine->reader, NULL, ucs_mrlease_reader_main, &start);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ret != 0) {
+        ucs_error("mrlease: cannot start the reader thread: %s", strerror(ret));
+        close(engine->wake_fd);
+        engine->wake_fd = -1;
+        return UCS_ERR_IO_ERROR;
+    }
+
+    pthread_mutex_lock(&start.lock);
+    while (!start.started) {
+        pthread_cond_wait(&start.cond, &start.lock);
+    }
+    pthread_mutex_unlock(&start.lock);
+    pthread_mutex_destroy(&start.lock);
+    pthread_cond_destroy(&start.cond);
+    engine->reader_running = 1;
+    return UCS_OK;
+}
+
+void ucs_mrlease_reader_wake(ucs_mrlease_engine_t *engine)
+{
+    uint64_t one = 1;
+
+    if (engine->wake_fd >= 0) {
+        (void)!write(engine->wake_fd, &one, sizeof(one));
+    }
+}
+
+void ucs_mrlease_reader_stop(ucs_mrlease_engine_t *engine)
+{
+    if (engine->reader_running) {
+        engine->reader_stop = 1;
+        ucs_mrlease_reader_wake(engine);
+        pthread_join(engine->reader, NULL);
+        engine->reader_running = 0;
+    }
+    if (engine->wake_fd >= 0) {
+        close(engine->wake_fd);
+        engine->wake_fd = -1;
+    }
+}
