@@ -10,6 +10,44 @@
 #include <sys/sysmacros.h>
 #include <linux/magic.h>
 
+int ucs_mrlease_maps_walk(ucs_mrlease_vma_visit_t visit, void *arg)
+{
+    char line[4096 + 128], perms[8];
+    unsigned long vstart, vend, voff, ino;
+    ucs_mrlease_vma_t vma;
+    unsigned dmaj, dmin;
+    int ret = 0;
+    FILE *f;
+
+    f = fopen("/proc/self/maps", "re");
+    if (f == NULL) {
+        ucs_error("mrlease: cannot read /proc/self/maps: %m");
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        vma.path[0] = '\0';
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %4095[^\n]", &vstart, &vend,
+                   perms, &voff, &dmaj, &dmin, &ino, vma.path) < 7) {
+            continue;
+        }
+        vma.start    = vstart;
+        vma.end      = vend;
+        vma.offset   = voff;
+        vma.dev      = makedev(dmaj, dmin);
+        vma.ino      = ino;
+        vma.shared   = (perms[3] == 's');
+        vma.readable = (perms[0] == 'r');
+        vma.writable = (perms[1] == 'w');
+        vma.exec     = (perms[2] == 'x');
+        ret = visit(&vma, arg);
+        if (ret) {
+            break;
+        }
+    }
+    fclose(f);
+    return ret;
+}
+
 static ucs_mrlease_backing_type_t backing_classify(uint64_t ino, const char *path)
 {
     struct statfs sfs;
@@ -27,80 +65,70 @@ static ucs_mrlease_backing_type_t backing_classify(uint64_t ino, const char *pat
     return UCS_MRLEASE_BACKING_FILE;
 }
 
+typedef struct {
+    uintptr_t             start, end, covered;
+    ucs_mrlease_backing_t *backing;
+    char                  *path;
+    size_t                max;
+    uintptr_t             *vma_start, *vma_end;
+    int                   first;
+} backing_walk_t;
+
+static int backing_visit(const ucs_mrlease_vma_t *vma, void *arg)
+{
+    backing_walk_t *w = arg;
+    ucs_mrlease_backing_type_t type;
+
+    if (vma->end <= w->start) {
+        return 0;
+    }
+    if ((vma->start >= w->end) || (vma->start > w->covered)) {
+        return 1; /* past the range, or a hole */
+    }
+    type = backing_classify(vma->ino, vma->path);
+    if (w->first) {
+        w->backing->type     = type;
+        w->backing->dev      = vma->dev;
+        w->backing->ino      = vma->ino;
+        w->backing->offset   = vma->offset + (w->start - vma->start);
+        w->backing->shared   = vma->shared;
+        w->backing->writable = vma->writable;
+        if ((w->path != NULL) && (w->max > 0)) {
+            snprintf(w->path, w->max, "%s", vma->path);
+        }
+        if (w->vma_start != NULL) {
+            *w->vma_start = vma->start;
+            *w->vma_end   = vma->end;
+        }
+        w->first = 0;
+    } else if ((type != w->backing->type) || (vma->dev != w->backing->dev) ||
+               (vma->ino != w->backing->ino)) {
+        w->backing->type = UCS_MRLEASE_BACKING_MIXED;
+    }
+    w->covered = vma->end;
+    return w->covered >= w->end;
+}
+
 ucs_status_t ucs_mrlease_backing_query(uintptr_t start, uintptr_t end,
                                        ucs_mrlease_backing_t *backing,
                                        char *path, size_t max,
                                        uintptr_t *vma_start, uintptr_t *vma_end)
 {
-    char line[4096 + 128], perms[8], vpath[4096];
-    unsigned long vstart, vend, voff, ino;
-    unsigned dmaj, dmin;
-    uintptr_t covered = start;
-    ucs_mrlease_backing_type_t type;
-    int first = 1, n;
-    FILE *f;
+    backing_walk_t w = {start, end, start, backing, path, max, vma_start,
+                        vma_end, 1};
 
     memset(backing, 0, sizeof(*backing));
     backing->type = UCS_MRLEASE_BACKING_NONE;
-    if (path != NULL && max > 0) {
+    if ((path != NULL) && (max > 0)) {
         path[0] = '\0';
     }
-
-    f = fopen("/proc/self/maps", "re");
-    if (f == NULL) {
-        ucs_error("mrlease: cannot read /proc/self/maps: %m");
+    if (ucs_mrlease_maps_walk(backing_visit, &w) < 0) {
         return UCS_ERR_IO_ERROR;
     }
-
-    while (fgets(line, sizeof(line), f) != NULL) {
-        vpath[0] = '\0';
-        n = sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %4095[^\n]", &vstart, &vend,
-                   perms, &voff, &dmaj, &dmin, &ino, vpath);
-        if (n < 7) {
-            continue;
-        }
-        if (vend <= start) {
-            continue;
-        }
-        if (vstart >= end) {
-            break;
-        }
-        if (vstart > covered) {
-            break; /* a hole */
-        }
-        type = backing_classify(ino, vpath);
-        if (first) {
-            backing->type     = type;
-            backing->dev      = makedev(dmaj, dmin);
-            backing->ino      = ino;
-            backing->offset   = voff + (start - vstart);
-            backing->shared   = (perms[3] == 's');
-            backing->writable = (perms[1] == 'w');
-            if ((path != NULL) && (max > 0)) {
-                snprintf(path, max, "%s", vpath);
-            }
-            if (vma_start != NULL) {
-                *vma_start = vstart;
-                *vma_end   = vend;
-            }
-            first = 0;
-        } else if ((type != backing->type) ||
-                   (makedev(dmaj, dmin) != backing->dev) || (ino != backing->ino)) {
-            backing->type = UCS_MRLEASE_BACKING_MIXED;
-        }
-        covered = vend;
-        if (covered >= end) {
-            break;
-        }
-    }
-    fclose(f);
-
-    if (covered < end) {
-        /* Part of the range is not mapped: not an error for a lease, but
-         * only the range-independent monitors can cover it. */
-        if (backing->type != UCS_MRLEASE_BACKING_NONE) {
-            backing->type = UCS_MRLEASE_BACKING_MIXED;
-        }
+    if ((w.covered < end) && (backing->type != UCS_MRLEASE_BACKING_NONE)) {
+        /* Part of the range is not mapped: only the range-independent
+         * monitors can cover it. */
+        backing->type = UCS_MRLEASE_BACKING_MIXED;
     }
     return UCS_OK;
 }

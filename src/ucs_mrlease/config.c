@@ -45,6 +45,14 @@ ucs_config_field_t ucs_mrlease_config_table[] = {
      "other opener still holds the file.",
      offsetof(ucs_mrlease_config_t, flease_rearm_interval), UCS_CONFIG_TYPE_TIME},
 
+    {"FLEASE_STALL_TIMEOUT", "1s",
+     "Hold another process's file change at most this long if no progress call\n"
+     "has even seen the break (e.g. the progress thread itself opened the file).\n"
+     "Then the change goes on with a warning, and owners re-register once the\n"
+     "lease is back (FILE_REARM). Once an owner is handling the break, the change\n"
+     "is held until it restores (bounded by /proc/sys/fs/lease-break-time).",
+     offsetof(ucs_mrlease_config_t, flease_stall_timeout), UCS_CONFIG_TYPE_TIME},
+
     {"UFFD_FORK", "y",
      "Ask userfaultfd for fork events (needs CAP_SYS_PTRACE; without it, fork\n"
      "is reported by the ucm monitor's atfork handler only).",
@@ -87,6 +95,10 @@ ucs_status_t ucs_mrlease_config_read(ucs_mrlease_config_t *config)
     }
     if (!(config->flease_rearm_interval > 0)) {
         ucs_error("mrlease: UCX_MRLEASE_FLEASE_REARM_INTERVAL must be positive");
+        goto err;
+    }
+    if (!(config->flease_stall_timeout > 0)) {
+        ucs_error("mrlease: UCX_MRLEASE_FLEASE_STALL_TIMEOUT must be positive");
         goto err;
     }
     return UCS_OK;

@@ -26,6 +26,7 @@ void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
     MRL_PRINT(dispatches);
     MRL_PRINT(held_count);
     MRL_PRINT(file_leases_forced);
+    MRL_PRINT(file_leases_stalled);
     MRL_PRINT(file_leases_adopted);
 #undef MRL_PRINT
     fprintf(stream, "%-25s %.1f\n", "held_us_avg",

@@ -142,6 +142,17 @@ void         ucs_mrlease_reader_stop(ucs_mrlease_engine_t *engine);
 void         ucs_mrlease_reader_wake(ucs_mrlease_engine_t *engine);
 
 /* backing.c */
+typedef struct ucs_mrlease_vma {
+    uintptr_t start, end;
+    uint64_t  offset, dev, ino;
+    int       shared, readable, writable, exec;
+    char      path[4096];
+} ucs_mrlease_vma_t;
+
+/* Return nonzero to stop; the walk returns it (or -1 if maps is unreadable). */
+typedef int (*ucs_mrlease_vma_visit_t)(const ucs_mrlease_vma_t *vma, void *arg);
+int ucs_mrlease_maps_walk(ucs_mrlease_vma_visit_t visit, void *arg);
+
 ucs_status_t ucs_mrlease_backing_query(uintptr_t start, uintptr_t end,
                                        ucs_mrlease_backing_t *backing,
                                        char *path, size_t max,

@@ -44,6 +44,7 @@ typedef struct {
     int             leased;        /* the kernel lease is held */
     int             rearm;         /* released after a break: take it back */
     int             breaking;      /* a break is waiting for us */
+    int             seen;          /* ...and a progress call has seen it */
     unsigned        waiting;       /* leases still to restore for the break */
     uint64_t        break_ns;
     ucs_list_link_t leases;
@@ -58,6 +59,7 @@ typedef struct {
     pthread_mutex_t       lock;   /* files: engine side and reader side */
     ucs_list_link_t       files;
     int                   rearm_ms;
+    uint64_t              stall_ns;
 } ucs_mrlease_flease_t;
 
 static ucs_status_t flease_open(ucs_mrlease_engine_t *engine,
@@ -76,6 +78,7 @@ static ucs_status_t flease_open(ucs_mrlease_engine_t *engine,
     if (mon->rearm_ms < 1) {
         mon->rearm_ms = 1;
     }
+    mon->stall_ns     = (uint64_t)(engine->config.flease_stall_timeout * 1e9);
     pthread_mutex_init(&mon->lock, NULL);
     ucs_list_head_init(&mon->files);
 
@@ -144,38 +147,84 @@ static int flease_is_adopted(const flease_file_t *file, uintptr_t start,
     return 0;
 }
 
-/* Map the same file pages over [start, end) from our fd. Done before the
- * owner registers the range, so no registration can see the old vma. */
-static ucs_status_t flease_adopt(flease_file_t *file, ucs_mrlease_t *lease)
+typedef struct {
+    flease_file_t        *file;
+    ucs_mrlease_engine_t *engine;
+    ucs_status_t         status;
+} flease_adopt_walk_t;
+
+static ucs_status_t flease_add_adopted(flease_file_t *file, uintptr_t start,
+                                       uintptr_t end)
 {
     flease_range_t *ranges;
-    int prot = PROT_READ | (lease->backing.writable ? PROT_WRITE : 0);
-    void *p;
 
-    if (flease_is_adopted(file, lease->hot.start, lease->hot.end)) {
-        return UCS_OK;
-    }
     ranges = realloc(file->adopted, (file->num_adopted + 1) * sizeof(*ranges));
     if (ranges == NULL) {
         return UCS_ERR_NO_MEMORY;
     }
     file->adopted = ranges;
+    file->adopted[file->num_adopted].start = start;
+    file->adopted[file->num_adopted].end   = end;
+    ++file->num_adopted;
+    return UCS_OK;
+}
 
+static int flease_adopt_visit(const ucs_mrlease_vma_t *vma, void *arg)
+{
+    flease_adopt_walk_t *w = arg;
+    flease_file_t *file    = w->file;
+    int prot;
+    void *p;
+
+    if ((vma->dev != file->dev) || (vma->ino != file->ino) ||
+        flease_is_adopted(file, vma->start, vma->end)) {
+        return 0;
+    }
+    if (!vma->shared) {
+        /* Re-mapping would drop its copied-on-write pages. */
+        ucs_diag("mrlease: flease: a private mapping [0x%lx, 0x%lx) of %s holds "
+                 "the file open: no lease until it is unmapped", vma->start,
+                 vma->end, vma->path);
+        w->status = UCS_ERR_BUSY;
+        return 0;
+    }
+    prot = (vma->readable ? PROT_READ : 0) | (vma->writable ? PROT_WRITE : 0) |
+           (vma->exec ? PROT_EXEC : 0);
     /* ucm_orig_mmap: the pages stay the same, so this is no decoherence and
      * must not raise events in ours or UCX's hooks. */
-    p = ucm_orig_mmap((void*)lease->hot.start, lease->hot.end - lease->hot.start,
-                      prot, MAP_SHARED | MAP_FIXED, file->fd,
-                      (off_t)lease->backing.offset);
+    p = ucm_orig_mmap((void*)vma->start, vma->end - vma->start, prot,
+                      MAP_SHARED | MAP_FIXED, file->fd, (off_t)vma->offset);
     if (p == MAP_FAILED) {
-        ucs_diag("mrlease: flease: cannot adopt [0x%lx, 0x%lx): %m",
-                 lease->hot.start, lease->hot.end);
+        ucs_diag("mrlease: flease: cannot adopt [0x%lx, 0x%lx) of %s: %m",
+                 vma->start, vma->end, vma->path);
+        w->status = UCS_ERR_IO_ERROR;
+        return 0;
+    }
+    if (flease_add_adopted(file, vma->start, vma->end) != UCS_OK) {
+        w->status = UCS_ERR_NO_MEMORY;
+        return 1;
+    }
+    ++w->engine->counters.file_leases_adopted;
+    return 0;
+}
+
+/* The kernel grants a write lease only if ours is the file's sole open
+ * description, and every mapping holds the description it was made from.
+ * So re-map every shared mapping of the file in this process from our fd:
+ * same pages, same offsets, same protection. Done before the owner
+ * registers the range, so no registration can see a replaced vma. */
+static ucs_status_t flease_adopt(ucs_mrlease_flease_t *mon, flease_file_t *file,
+                                 ucs_mrlease_t *lease)
+{
+    flease_adopt_walk_t w = {file, mon->super.engine, UCS_OK};
+
+    if (flease_is_adopted(file, lease->hot.start, lease->hot.end)) {
+        return UCS_OK;
+    }
+    if (ucs_mrlease_maps_walk(flease_adopt_visit, &w) < 0) {
         return UCS_ERR_IO_ERROR;
     }
-    file->adopted[file->num_adopted].start = lease->hot.start;
-    file->adopted[file->num_adopted].end   = lease->hot.end;
-    ++file->num_adopted;
-    ++lease->engine->counters.file_leases_adopted;
-    return UCS_OK;
+    return w.status;
 }
 
 /* Take the kernel lease on file->fd; 0, or the errno. */
@@ -220,12 +269,15 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
         if (lease->owner_fd >= 0) {
             fd = fcntl(lease->owner_fd, F_DUPFD_CLOEXEC, 0);
         } else if (super->engine->config.flease_adopt) {
-            /* map_files opens the mapped file even if it was unlinked */
+            /* map_files opens the mapped file even if it was unlinked. Read
+             * and write if we may, so adopted mappings keep VM_MAYWRITE. */
             snprintf(name, sizeof(name), "/proc/self/map_files/%lx-%lx", vstart, vend);
-            fd = open(name, (lease->backing.writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+            fd = open(name, O_RDWR | O_CLOEXEC);
             if (fd < 0) {
-                fd = open(path, (lease->backing.writable ? O_RDWR : O_RDONLY) |
-                                O_CLOEXEC);
+                fd = open(path, O_RDWR | O_CLOEXEC);
+            }
+            if ((fd < 0) && !lease->backing.writable) {
+                fd = open(path, O_RDONLY | O_CLOEXEC);
             }
         } else {
             ucs_diag("mrlease: flease: %s: no fd given and UCX_MRLEASE_FLEASE_ADOPT=n",
@@ -252,8 +304,8 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
     }
 
     if ((lease->owner_fd < 0) && super->engine->config.flease_adopt) {
-        status = flease_adopt(file, lease);
-        if (status != UCS_OK) {
+        status = flease_adopt(mon, file, lease);
+        if ((status != UCS_OK) && (status != UCS_ERR_BUSY)) {
             goto err_drop;
         }
     }
@@ -292,28 +344,33 @@ err_drop:
 
 /* A break is over for this file once every lease has been restored: let
  * the changer go (locked). */
-static void flease_release_break(ucs_mrlease_flease_t *mon, flease_file_t *file)
+/* Let the changer go and start taking the lease back (locked). */
+static void flease_unlock(ucs_mrlease_flease_t *mon, flease_file_t *file)
 {
     ucs_mrlease_engine_t *engine = mon->super.engine;
-    int type;
 
-    if (!file->breaking || (file->waiting > 0)) {
-        return;
-    }
-    type = fcntl(file->fd, F_GETLEASE);
-    if (type == F_UNLCK) {
+    /* F_GETLEASE cannot tell: during a break it already reports the target
+     * type. Unlocking a lease that the kernel has removed fails (EAGAIN). */
+    if (fcntl(file->fd, F_SETLEASE, F_UNLCK) < 0) {
         ucs_warn("mrlease: flease: the kernel broke a file lease by force after "
                  "/proc/sys/fs/lease-break-time; the change was not held until "
                  "the registrations were restored");
         ++engine->counters.file_leases_forced;
-    } else {
-        fcntl(file->fd, F_SETLEASE, F_UNLCK);
     }
     ucs_mrlease_count_held(engine, ucs_mrlease_now_ns() - file->break_ns);
     file->leased   = 0;
     file->breaking = 0;
+    file->seen     = 0;
     file->rearm    = 1;
     ucs_mrlease_reader_wake(engine);
+}
+
+/* A break is over for this file once every lease has been restored. */
+static void flease_release_break(ucs_mrlease_flease_t *mon, flease_file_t *file)
+{
+    if (file->breaking && (file->waiting == 0)) {
+        flease_unlock(mon, file);
+    }
 }
 
 static void flease_unwait(ucs_mrlease_flease_t *mon, ucs_mrlease_t *lease)
@@ -364,7 +421,11 @@ static int flease_resolve(ucs_mrlease_monitor_t *super, const ucs_mrlease_qentry
 
     pthread_mutex_lock(&mon->lock);
     file = flease_find(mon, 0, 0, e->key);
+    if ((file != NULL) && (e->kinds & UCS_MRLEASE_EV_FILE_BREAK) && !file->breaking) {
+        file = NULL; /* released already (stalled): FILE_REARM will follow */
+    }
     if (file != NULL) {
+        file->seen = 1;
         ucs_list_for_each(lease, &file->leases, file_list) {
             if ((e->kinds & UCS_MRLEASE_EV_FILE_BREAK) && !lease->file_waiting &&
                 (lease->state != UCS_MRLEASE_STATE_DEAD)) {
@@ -404,8 +465,10 @@ static void flease_break(ucs_mrlease_flease_t *mon, flease_file_t *file)
         return;
     }
     file->breaking = 1;
+    file->seen     = 0;
     file->break_ns = ucs_mrlease_now_ns();
     flease_push(mon, file, UCS_MRLEASE_EV_FILE_BREAK);
+    ucs_mrlease_reader_wake(mon->super.engine); /* start the stall clock */
 }
 
 static void flease_drain(ucs_mrlease_monitor_t *super)
@@ -437,15 +500,33 @@ static void flease_drain(ucs_mrlease_monitor_t *super)
     pthread_mutex_unlock(&mon->lock);
 }
 
-/* Reader thread: take leases back once the other opener is gone. */
+/* Reader thread: let a change go if no progress call is handling it, and
+ * take leases back once the other opener is gone. */
 static int flease_timer(ucs_mrlease_monitor_t *super)
 {
     ucs_mrlease_flease_t *mon = ucs_derived_of(super, ucs_mrlease_flease_t);
+    uint64_t now              = ucs_mrlease_now_ns();
     flease_file_t *file;
-    int next = -1, err;
+    int next = -1, err, left;
 
     pthread_mutex_lock(&mon->lock);
     ucs_list_for_each(file, &mon->files, list) {
+        if (file->breaking && !file->seen) {
+            if (now - file->break_ns >= mon->stall_ns) {
+                ucs_warn("mrlease: flease: no progress call handled a file lease "
+                         "break within UCX_MRLEASE_FLEASE_STALL_TIMEOUT (is the "
+                         "progress thread itself opening the file?): letting the "
+                         "change go; registrations on it are re-validated when "
+                         "the lease is back");
+                __atomic_add_fetch(&super->engine->counters.file_leases_stalled,
+                                   1, __ATOMIC_RELAXED);
+                flease_unlock(mon, file);
+            } else {
+                left = (int)((mon->stall_ns - (now - file->break_ns)) / 1000000) + 1;
+                next = ((next < 0) || (left < next)) ? left : next;
+                continue;
+            }
+        }
         if (!file->rearm) {
             continue;
         }
@@ -454,7 +535,7 @@ static int flease_timer(ucs_mrlease_monitor_t *super)
             file->rearm = 0;
             flease_push(mon, file, UCS_MRLEASE_EV_FILE_REARM);
         } else if (err == EAGAIN) {
-            next = mon->rearm_ms;
+            next = ((next < 0) || (mon->rearm_ms < next)) ? mon->rearm_ms : next;
         } else {
             ucs_warn("mrlease: flease: cannot take a file lease back: %s; the "
                      "file is no longer watched", strerror(err));

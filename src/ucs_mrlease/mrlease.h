@@ -132,6 +132,7 @@ typedef struct ucs_mrlease_counters {
     uint64_t held_ns_total;
     uint64_t held_ns_max;
     uint64_t file_leases_forced; /**< the kernel broke a file lease by force */
+    uint64_t file_leases_stalled;/**< let go: no progress call saw the break */
     uint64_t file_leases_adopted;/**< mappings re-mapped onto our own fd */
 } ucs_mrlease_counters_t;
 

@@ -13,9 +13,11 @@
 #define UCS_MRLEASE_RCACHE_H_
 
 #include "mrlease.h"
-#include <ucs/memory/rcache.h>
 
 BEGIN_C_DECLS
+
+/* UCX 1.13's rcache.h has no C++ guard of its own. */
+#include <ucs/memory/rcache.h>
 
 /* The library is built with hidden visibility: this is its API. */
 #pragma GCC visibility push(default)

@@ -1,0 +1,290 @@
+/*
+ * Engine semantics: configuration, dispatch and coalescing, the owner's
+ * restore protocol, overflow, scale.
+ */
+#include "mrlease_test.h"
+
+#include <set>
+#include <sys/mman.h>
+#include <unistd.h>
+
+using namespace mrl;
+
+class test_engine : public test_mrlease {
+};
+
+/* Bad values are refused with a message naming the variable. */
+TEST_F(test_engine, bad_config_values)
+{
+    struct {
+        const char *var, *value, *must_mention;
+    } cases[] = {
+        {"UCX_MRLEASE_MONITORS", "uffd,bogus", "MONITORS"},
+        {"UCX_MRLEASE_QUEUE_LEN", "3", "UCX_MRLEASE_QUEUE_LEN"},
+        {"UCX_MRLEASE_QUEUE_LEN", "many", "QUEUE_LEN"},
+        {"UCX_MRLEASE_FLEASE_SIGNAL", "SIGUSR1", "UCX_MRLEASE_FLEASE_SIGNAL"},
+        {"UCX_MRLEASE_FLEASE_ADOPT", "perhaps", "FLEASE_ADOPT"},
+        {"UCX_MRLEASE_FLEASE_REARM_INTERVAL", "-5ms", "REARM_INTERVAL"},
+    };
+
+    for (auto &c : cases) {
+        env_guard env(std::map<std::string, std::string>{{c.var, c.value}});
+        ucs_mrlease_engine_t *engine = NULL;
+        testing::internal::CaptureStdout();
+        testing::internal::CaptureStderr();
+        ucs_status_t status = ucs_mrlease_engine_create(&engine);
+        std::string out = testing::internal::GetCapturedStdout() +
+                          testing::internal::GetCapturedStderr();
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM, status) << c.var << "=" << c.value;
+        EXPECT_NE(std::string::npos, out.find(c.must_mention))
+            << c.var << "=" << c.value << " printed: " << out;
+        if (status == UCS_OK) {
+            ucs_mrlease_engine_destroy(engine);
+        }
+    }
+}
+
+TEST_F(test_engine, monitors_selected_by_config)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    EXPECT_EQ(UCS_BIT(UCS_MRLEASE_MONITOR_INJECT), ucs_mrlease_engine_monitors(m_engine));
+    TearDown();
+    ASSERT_EQ(UCS_OK, create("ucm,inject"));
+    EXPECT_EQ(UCS_BIT(UCS_MRLEASE_MONITOR_INJECT) | UCS_BIT(UCS_MRLEASE_MONITOR_UCM),
+              ucs_mrlease_engine_monitors(m_engine));
+}
+
+TEST_F(test_engine, default_monitors_all_run_here)
+{
+    env_guard env(std::map<std::string, std::string>{{"UCX_MRLEASE_MONITORS", ""}});
+    unsetenv("UCX_MRLEASE_MONITORS");
+    ASSERT_EQ(UCS_OK, ucs_mrlease_engine_create(&m_engine));
+    EXPECT_EQ(UCS_BIT(UCS_MRLEASE_MONITOR_LAST) - 1, ucs_mrlease_engine_monitors(m_engine))
+        << "on this kernel every monitor should start by default";
+}
+
+TEST_F(test_engine, invalid_requests)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    ucs_mrlease_params_t params = {};
+    ucs_mrlease_t *l;
+    char buf[64];
+
+    testing::internal::CaptureStdout();
+    EXPECT_EQ(UCS_ERR_INVALID_PARAM, ucs_mrlease_acquire(m_engine, buf, 64, &params, &l));
+    EXPECT_EQ(UCS_ERR_INVALID_PARAM, ucs_mrlease_inject(m_engine, buf, 0, UCS_MRLEASE_EV_UNMAP));
+    EXPECT_EQ(UCS_ERR_INVALID_PARAM, ucs_mrlease_inject(m_engine, buf, 8, 1u << 30));
+    testing::internal::GetCapturedStdout();
+}
+
+TEST_F(test_engine, inject_needs_the_monitor)
+{
+    ASSERT_EQ(UCS_OK, create("ucm"));
+    char buf[64];
+    testing::internal::CaptureStdout();
+    EXPECT_EQ(UCS_ERR_UNSUPPORTED, ucs_mrlease_inject(m_engine, buf, 8, UCS_MRLEASE_EV_UNMAP));
+    testing::internal::GetCapturedStdout();
+}
+
+TEST_F(test_engine, inject_clips_and_fans_out)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    char *p = (char*)map_anon(32 * m_page);
+    auto a  = lease(p, 8 * m_page);
+    auto b  = lease(p + 8 * m_page, 8 * m_page);
+    auto ab = lease(p, 16 * m_page);          /* overlaps both */
+    auto c  = lease(p + 20 * m_page, m_page); /* outside */
+
+    ASSERT_EQ(UCS_OK, ucs_mrlease_inject(m_engine, p + 6 * m_page, 4 * m_page,
+                                         UCS_MRLEASE_EV_UNMAP));
+    EXPECT_EQ(3u, ucs_mrlease_progress(m_engine));
+    ASSERT_EQ(1u, events_of(a).size());
+    EXPECT_EQ((uintptr_t)p + 6 * m_page, events_of(a)[0].ev.start);
+    EXPECT_EQ((uintptr_t)p + 8 * m_page, events_of(a)[0].ev.end);
+    ASSERT_EQ(1u, events_of(b).size());
+    EXPECT_EQ((uintptr_t)p + 8 * m_page, events_of(b)[0].ev.start);
+    EXPECT_EQ((uintptr_t)p + 10 * m_page, events_of(b)[0].ev.end);
+    ASSERT_EQ(1u, events_of(ab).size());
+    EXPECT_EQ(UCS_MRLEASE_EV_UNMAP | UCS_MRLEASE_EV_INJECT, events_of(ab)[0].ev.kinds);
+    EXPECT_EQ(0u, events_of(c).size());
+    munmap(p, 32 * m_page);
+}
+
+TEST_F(test_engine, coalesces_per_lease)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    char *p = (char*)map_anon(16 * m_page);
+    auto l  = lease(p, 16 * m_page);
+
+    ucs_mrlease_inject(m_engine, p + 2 * m_page, m_page, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_inject(m_engine, p + 9 * m_page, m_page, UCS_MRLEASE_EV_REMOVE);
+    EXPECT_EQ(1u, ucs_mrlease_progress(m_engine));
+    auto ev = events_of(l);
+    ASSERT_EQ(1u, ev.size());
+    EXPECT_EQ(UCS_MRLEASE_EV_UNMAP | UCS_MRLEASE_EV_REMOVE | UCS_MRLEASE_EV_INJECT,
+              ev[0].ev.kinds);
+    EXPECT_EQ((uintptr_t)p + 2 * m_page, ev[0].ev.start);
+    EXPECT_EQ((uintptr_t)p + 10 * m_page, ev[0].ev.end);
+    munmap(p, 16 * m_page);
+}
+
+/* While broken, further events wait; restored delivers them. */
+TEST_F(test_engine, restore_protocol)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    char *p    = (char*)map_anon(4 * m_page);
+    auto l     = lease(p, 4 * m_page);
+    m_answer   = UCS_INPROGRESS;
+
+    EXPECT_EQ(0u, ucs_mrlease_generation(l));
+    ucs_mrlease_inject(m_engine, p, m_page, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_progress(m_engine);
+    ASSERT_EQ(1u, m_events.size());
+    EXPECT_EQ(1u, ucs_mrlease_generation(l));
+
+    ucs_mrlease_inject(m_engine, p + m_page, m_page, UCS_MRLEASE_EV_REMOVE);
+    progress_for(0.02);
+    EXPECT_EQ(1u, m_events.size()) << "delivered while the owner was restoring";
+
+    ucs_mrlease_restored(l, UCS_OK);
+    ucs_mrlease_progress(m_engine);
+    ASSERT_EQ(2u, m_events.size());
+    EXPECT_TRUE(m_events[1].ev.kinds & UCS_MRLEASE_EV_REMOVE);
+    EXPECT_EQ(2u, ucs_mrlease_generation(l));
+
+    ucs_mrlease_restored(l, UCS_OK);
+    auto c = counters();
+    EXPECT_EQ(2u, c.leases_broken);
+    EXPECT_EQ(2u, c.leases_restored);
+    munmap(p, 4 * m_page);
+}
+
+TEST_F(test_engine, failed_restore_kills_only_that_lease)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    char *p = (char*)map_anon(4 * m_page);
+    auto a  = lease(p, m_page);
+    auto b  = lease(p + m_page, m_page);
+
+    m_answer = UCS_ERR_NO_ELEM; /* memory gone for good */
+    testing::internal::CaptureStdout();
+    ucs_mrlease_inject(m_engine, p, m_page, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_progress(m_engine);
+    std::string out = testing::internal::GetCapturedStdout();
+    EXPECT_NE(std::string::npos, out.find("cannot be restored")) << out;
+    m_answer = UCS_OK;
+    ucs_mrlease_inject(m_engine, p, 2 * m_page, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_progress(m_engine);
+    EXPECT_EQ(1u, events_of(a).size()) << "a dead lease was called again";
+    EXPECT_EQ(1u, events_of(b).size());
+    EXPECT_EQ(1u, counters().leases_dead);
+    munmap(p, 4 * m_page);
+}
+
+static ucs_status_t release_self_cb(ucs_mrlease_t *lease, const ucs_mrlease_event_t *ev,
+                                    void *arg)
+{
+    ucs_mrlease_release(lease);
+    ++*static_cast<int*>(arg);
+    return UCS_OK;
+}
+
+TEST_F(test_engine, release_from_callback)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    char *p = (char*)map_anon(m_page);
+    int calls = 0;
+    ucs_mrlease_params_t params = {};
+    params.cb  = release_self_cb;
+    params.arg = &calls;
+    ucs_mrlease_t *l;
+    ASSERT_EQ(UCS_OK, ucs_mrlease_acquire(m_engine, p, m_page, &params, &l));
+    ucs_mrlease_inject(m_engine, p, m_page, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_progress(m_engine);
+    EXPECT_EQ(1, calls);
+    auto c = counters();
+    EXPECT_EQ(0u, c.leases_active);
+    EXPECT_EQ(1u, c.leases_restored);
+    munmap(p, m_page);
+}
+
+TEST_F(test_engine, event_mask_filters)
+{
+    ASSERT_EQ(UCS_OK, create("inject"));
+    char *p = (char*)map_anon(m_page);
+    auto l  = lease(p, m_page, -1, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_inject(m_engine, p, m_page, UCS_MRLEASE_EV_REMOVE);
+    progress_for(0.01);
+    EXPECT_EQ(0u, events_of(l).size());
+    ucs_mrlease_inject(m_engine, p, m_page, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_progress(m_engine);
+    EXPECT_EQ(1u, events_of(l).size());
+    munmap(p, m_page);
+}
+
+/* A full queue folds events into one per lease: coarser, never lost. */
+TEST_F(test_engine, overflow_breaks_every_lease_once)
+{
+    ASSERT_EQ(UCS_OK, create("inject", {{"UCX_MRLEASE_QUEUE_LEN", "16"}}));
+    const int n = 100;
+    char *p = (char*)map_anon(n * m_page);
+    std::vector<ucs_mrlease_t*> ls;
+    for (int i = 0; i < n; ++i) {
+        ls.push_back(lease(p + i * m_page, m_page));
+    }
+    for (int i = 0; i < n / 2; ++i) { /* half of them */
+        ucs_mrlease_inject(m_engine, p + i * m_page, m_page, UCS_MRLEASE_EV_UNMAP);
+    }
+    testing::internal::CaptureStdout();
+    ucs_mrlease_progress(m_engine);
+    testing::internal::GetCapturedStdout();
+    for (int i = 0; i < n; ++i) {
+        EXPECT_EQ(1u, events_of(ls[i]).size()) << "lease " << i;
+    }
+    EXPECT_EQ(1u, counters().queue_overflows);
+    munmap(p, n * m_page);
+}
+
+/* 10^5 leases and 10^5 real kernel events: each lease told once, exactly. */
+class test_engine_scale : public test_mrlease,
+                          public ::testing::WithParamInterface<std::string> {
+};
+
+TEST_P(test_engine_scale, hundred_thousand_leases_and_events)
+{
+    const size_t n = 100000;
+    ASSERT_EQ(UCS_OK, create(GetParam(), {{"UCX_MRLEASE_QUEUE_LEN", "4096"}}));
+    char *p = (char*)map_anon(n * m_page);
+    std::vector<ucs_mrlease_t*> ls(n);
+    double t0 = now_s();
+    for (size_t i = 0; i < n; ++i) {
+        ls[i] = lease(p + i * m_page, m_page);
+        ASSERT_NE(nullptr, ls[i]);
+    }
+    double t1 = now_s();
+    /* Progress often enough that the queue never overflows. */
+    for (size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(0, munmap(p + i * m_page, m_page));
+        if ((i % 1024) == 1023) {
+            ucs_mrlease_progress(m_engine);
+        }
+    }
+    ucs_mrlease_progress(m_engine);
+    double t2 = now_s();
+
+    ASSERT_EQ(n, m_events.size());
+    std::set<ucs_mrlease_t*> seen;
+    for (auto &e : m_events) {
+        ASSERT_TRUE(seen.insert(e.lease).second) << "duplicate event";
+        EXPECT_EQ(((ucs_mrlease_hot_t*)e.lease)->start, e.ev.start);
+        EXPECT_EQ(((ucs_mrlease_hot_t*)e.lease)->end, e.ev.end);
+        EXPECT_TRUE(e.ev.kinds & UCS_MRLEASE_EV_UNMAP);
+    }
+    auto c = counters();
+    EXPECT_EQ(0u, c.queue_overflows);
+    EXPECT_EQ(n, c.leases_broken);
+    printf("[ info ] %s: %zu leases acquired in %.2f s, %zu munmap+events in %.2f s\n",
+           GetParam().c_str(), n, t1 - t0, n, t2 - t1);
+}
+
+INSTANTIATE_TEST_SUITE_P(monitor, test_engine_scale, ::testing::Values("uffd", "ucm"));
