@@ -104,7 +104,9 @@ static run_result run_child(const std::string &role, const std::string &filter,
     argv.push_back(exe);
     argv.push_back("--gtest_filter=" + filter);
     argv.push_back("--gtest_also_run_disabled_tests");
-    run_result r = run(argv, {{"MRL_CHILD", role}, {"HOME", "/tmp"}}, 120);
+    /* GTEST_OUTPUT empty: the parent writes the report, not its children */
+    run_result r = run(argv, {{"MRL_CHILD", role}, {"HOME", "/tmp"}, {"GTEST_OUTPUT", ""}},
+                       120);
     run({"/bin/rm", "-rf", dir});
     return r;
 }
