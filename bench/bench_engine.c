@@ -1,0 +1,248 @@
+/*
+ * mrlease engine benchmark (make bench). Not a test: it measures.
+ *
+ *  1. idle progress: ns per call of ucp_worker_progress() on a plain UCX worker,
+ *     and of the same followed by ucs_mrlease_progress() (same run, same worker)
+ *  2. munmap-to-return of a leased, populated 1 MiB range, p50/p99, per monitor
+ *     set, against an unleased range in the same run
+ *  3. dispatch: one event to one lease among N, and one event to all N leases,
+ *     for N = 10^3, 10^4, 10^5
+ *
+ * Prints a table and writes CSV to the path given (default bench-engine.csv).
+ */
+#define _GNU_SOURCE
+#include <ucs_mrlease/mrlease.h>
+#include <ucp/api/ucp.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+static double percentile(double *v, int n, double p)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+    return v[(int)(p * (n - 1))];
+}
+
+static ucs_status_t restore_now(ucs_mrlease_t *l, const ucs_mrlease_event_t *ev, void *arg)
+{
+    ++*(unsigned long*)arg;
+    return UCS_OK;
+}
+
+static FILE *csv;
+
+static void machine(void)
+{
+    char model[256] = "unknown", line[512];
+    struct utsname u;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+
+    while (f && fgets(line, sizeof(line), f)) {
+        if (!strncmp(line, "model name", 10)) {
+            snprintf(model, sizeof(model), "%s", strchr(line, ':') + 2);
+            model[strcspn(model, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    uname(&u);
+    printf("# machine: %s, %ld cores, Linux %s, UCX %s\n", model,
+           sysconf(_SC_NPROCESSORS_ONLN), u.release, ucp_get_version_string());
+    fprintf(csv, "# machine,%s,%ld cores,Linux %s,UCX %s\n", model,
+            sysconf(_SC_NPROCESSORS_ONLN), u.release, ucp_get_version_string());
+    fprintf(csv, "bench,variant,n,value,unit\n");
+}
+
+static ucs_mrlease_engine_t *engine_with(const char *monitors)
+{
+    ucs_mrlease_engine_t *e;
+
+    setenv("UCX_MRLEASE_MONITORS", monitors, 1);
+    if (ucs_mrlease_engine_create(&e) != UCS_OK) {
+        fprintf(stderr, "engine (%s) failed\n", monitors);
+        exit(1);
+    }
+    return e;
+}
+
+static void bench_idle_progress(void)
+{
+    const long n = 20000000;
+    ucp_params_t params = {.field_mask = UCP_PARAM_FIELD_FEATURES,
+                           .features   = UCP_FEATURE_RMA | UCP_FEATURE_TAG};
+    ucp_worker_params_t wparams = {0};
+    ucs_mrlease_engine_t *e = engine_with("uffd,ucm,flease,inject");
+    ucp_context_h ctx;
+    ucp_worker_h worker;
+    double t0, plain, leased, bare;
+    int round;
+    long i;
+
+    if ((ucp_init(&params, NULL, &ctx) != UCS_OK) ||
+        (ucp_worker_create(ctx, &wparams, &worker) != UCS_OK)) {
+        fprintf(stderr, "ucp init failed\n");
+        exit(1);
+    }
+    plain = leased = bare = 1e30;
+    for (round = 0; round < 5; ++round) { /* best of 5, interleaved */
+        t0 = now_ns();
+        for (i = 0; i < n; ++i) {
+            ucp_worker_progress(worker);
+        }
+        plain = (now_ns() - t0) / n < plain ? (now_ns() - t0) / n : plain;
+        t0 = now_ns();
+        for (i = 0; i < n; ++i) {
+            ucp_worker_progress(worker);
+            ucs_mrlease_progress(e);
+        }
+        leased = (now_ns() - t0) / n < leased ? (now_ns() - t0) / n : leased;
+        t0 = now_ns();
+        for (i = 0; i < n; ++i) {
+            ucs_mrlease_progress(e);
+            __asm__ __volatile__("" ::: "memory");
+        }
+        bare = (now_ns() - t0) / n < bare ? (now_ns() - t0) / n : bare;
+    }
+    printf("\n## idle progress (best of 5 x %ld calls)\n", n);
+    printf("%-44s %8.2f ns\n", "ucp_worker_progress (plain UCX)", plain);
+    printf("%-44s %8.2f ns  (ratio %.3f)\n", "ucp_worker_progress + ucs_mrlease_progress",
+           leased, leased / plain);
+    printf("%-44s %8.2f ns\n", "ucs_mrlease_progress alone", bare);
+    fprintf(csv, "idle_progress,plain_ucx,%ld,%.3f,ns\n", n, plain);
+    fprintf(csv, "idle_progress,ucx_plus_mrlease,%ld,%.3f,ns\n", n, leased);
+    fprintf(csv, "idle_progress,mrlease_alone,%ld,%.3f,ns\n", n, bare);
+    ucp_worker_destroy(worker);
+    ucp_cleanup(ctx);
+    ucs_mrlease_engine_destroy(e);
+}
+
+static void bench_munmap(const char *monitors, int leased)
+{
+    const int iters = 2000;
+    const size_t len = 1 << 20;
+    ucs_mrlease_params_t params = {.cb = restore_now};
+    ucs_mrlease_engine_t *e = engine_with(monitors);
+    unsigned long broken = 0;
+    double *lat = calloc(iters, sizeof(double)), t0, p50, p99;
+    ucs_mrlease_t *l;
+    char label[64];
+    int i;
+    void *p;
+
+    params.arg = &broken;
+    for (i = 0; i < iters; ++i) {
+        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        memset(p, 1, len);
+        if (leased) {
+            ucs_mrlease_acquire(e, p, len, &params, &l);
+        }
+        t0     = now_ns();
+        munmap(p, len);
+        lat[i] = now_ns() - t0;
+        ucs_mrlease_progress(e);
+        if (leased) {
+            ucs_mrlease_release(l);
+        }
+    }
+    p50 = percentile(lat, iters, 0.50);
+    p99 = percentile(lat, iters, 0.99);
+    snprintf(label, sizeof(label), "%s%s", leased ? "leased, " : "unleased, ", monitors);
+    printf("%-36s p50 %8.1f us   p99 %8.1f us   (%lu events)\n", label, p50 / 1e3,
+           p99 / 1e3, broken);
+    /* CSV-safe label: monitors joined by '+' */
+    snprintf(label, sizeof(label), "%s%s", leased ? "" : "unleased:", monitors);
+    for (i = 0; label[i] != '\0'; ++i) {
+        label[i] = (label[i] == ',') ? '+' : label[i];
+    }
+    fprintf(csv, "munmap_1MiB_p50,%s,%d,%.1f,ns\n", label, iters, p50);
+    fprintf(csv, "munmap_1MiB_p99,%s,%d,%.1f,ns\n", label, iters, p99);
+    free(lat);
+    ucs_mrlease_engine_destroy(e);
+}
+
+static void bench_dispatch(size_t n)
+{
+    ucs_mrlease_params_t params = {.cb = restore_now};
+    ucs_mrlease_engine_t *e = engine_with("inject");
+    size_t page = sysconf(_SC_PAGESIZE), i;
+    ucs_mrlease_t **ls = calloc(n, sizeof(*ls));
+    unsigned long broken = 0;
+    const int reps = 2000;
+    double t0, one, all;
+    char *p;
+    int r;
+
+    params.arg = &broken;
+    p = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (i = 0; i < n; ++i) {
+        ucs_mrlease_acquire(e, p + i * page, page, &params, &ls[i]);
+    }
+    t0 = now_ns();
+    for (r = 0; r < reps; ++r) {
+        ucs_mrlease_inject(e, p + ((r * 7919) % n) * page, page, UCS_MRLEASE_EV_UNMAP);
+        ucs_mrlease_progress(e);
+    }
+    one = (now_ns() - t0) / reps;
+    t0  = now_ns();
+    ucs_mrlease_inject(e, p, n * page, UCS_MRLEASE_EV_UNMAP);
+    ucs_mrlease_progress(e);
+    all = (now_ns() - t0) / n;
+    printf("%-10zu %14.0f ns %20.1f ns\n", n, one, all);
+    fprintf(csv, "dispatch_one_of_n,inject,%zu,%.1f,ns\n", n, one);
+    fprintf(csv, "dispatch_all_per_lease,inject,%zu,%.1f,ns\n", n, all);
+    for (i = 0; i < n; ++i) {
+        ucs_mrlease_release(ls[i]);
+    }
+    free(ls);
+    munmap(p, n * page);
+    ucs_mrlease_engine_destroy(e);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = (argc > 1) ? argv[1] : "bench-engine.csv";
+    size_t n;
+
+    csv = fopen(path, "w");
+    if (csv == NULL) {
+        perror(path);
+        return 1;
+    }
+    machine();
+    bench_idle_progress();
+
+    printf("\n## munmap of a populated 1 MiB range, until it returns (2000 runs)\n");
+    bench_munmap("inject", 0);
+    bench_munmap("ucm", 1);
+    bench_munmap("uffd", 1);
+    bench_munmap("uffd,ucm,flease,inject", 1);
+
+    printf("\n## dispatch (inject): one event to 1 lease among N / to all N, per lease\n");
+    printf("%-10s %17s %23s\n", "N", "one of N", "all N, per lease");
+    for (n = 1000; n <= 100000; n *= 10) {
+        bench_dispatch(n);
+    }
+    fclose(csv);
+    printf("\nCSV: %s\n", path);
+    return 0;
+}
