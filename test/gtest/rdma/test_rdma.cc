@@ -1,0 +1,139 @@
+/*
+ * Real verbs, real UCX, real mpirun: runs inside the soft-RoCE guest
+ * (make check-rdma). Every test fails on a wrong byte or a bad status.
+ */
+#include "../mrlease_test.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace mrl;
+
+static bool in_guest()
+{
+    char host[64] = "";
+    gethostname(host, sizeof(host));
+    return access("/sys/class/infiniband/rxe0", F_OK) == 0;
+}
+
+class test_rdma : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_TRUE(in_guest()) << "no rxe0: run through contrib/guest-run "
+                                   "(make check-rdma does)";
+    }
+
+    static int free_port()
+    {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {};
+        socklen_t len = sizeof(a);
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        bind(s, (struct sockaddr*)&a, sizeof(a));
+        getsockname(s, (struct sockaddr*)&a, &len);
+        close(s);
+        return ntohs(a.sin_port);
+    }
+
+    static std::vector<std::string> mpirun(int per_device, const std::string &app,
+                                           const std::vector<std::string> &args)
+    {
+        std::vector<std::string> argv = {"/usr/bin/mpirun", "--mca", "pml", "ucx",
+                                         "--mca", "osc", "ucx", "--mca", "btl",
+                                         "^openib,uct,vader", "--oversubscribe"};
+        for (int dev = 0; dev < 2; ++dev) {
+            if (dev) {
+                argv.push_back(":");
+            }
+            for (auto s : {"-np", per_device == 1 ? "1" : "2",
+                           "-x", "UCX_IB_GID_INDEX=0",
+                           "-x", "UCX_TLS=rc_verbs,ud_verbs,self"}) {
+                argv.push_back(s);
+            }
+            argv.push_back("-x");
+            argv.push_back("UCX_NET_DEVICES=rxe" + std::to_string(dev) + ":1");
+            argv.push_back(app);
+            argv.insert(argv.end(), args.begin(), args.end());
+        }
+        return argv;
+    }
+
+    static std::map<std::string, std::string> mpi_env()
+    {
+        return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"}};
+    }
+
+    /* ucx_perftest server on rxe0, client on rxe1; returns the client's output */
+    static run_result perftest(const std::string &test, const std::string &size)
+    {
+        std::string port = std::to_string(free_port());
+        std::vector<std::string> common = {"-x", "rc_verbs", "-t", test, "-D", "zcopy",
+                                           "-s", size, "-n", "200", "-p", port};
+        std::map<std::string, std::string> env = {{"UCX_IB_GID_INDEX", "0"}};
+        std::vector<std::string> server = {"/usr/bin/ucx_perftest", "-d", "rxe0:1"};
+        server.insert(server.end(), common.begin(), common.end());
+        env_guard guard(env);
+        int sfd;
+        pid_t spid = spawn(server, &sfd);
+        usleep(500000);
+        std::vector<std::string> client = {"/usr/bin/ucx_perftest", "127.0.0.1", "-d",
+                                           "rxe1:1"};
+        client.insert(client.end(), common.begin(), common.end());
+        run_result c = run(client, {}, 120);
+        run_result s = wait_for(spid, sfd, 30);
+        c.output += "\n--- server:\n" + s.output;
+        if (s.status != 0) {
+            c.status = c.status ? c.status : s.status;
+        }
+        return c;
+    }
+};
+
+TEST_F(test_rdma, verbs_write_read_and_plain_decoherence)
+{
+    run_result r = run({builddir_path("test/rdma/verbs_smoke"), "rxe0", "rxe1"}, {}, 120);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("rdma write rxe1 -> rxe0, 1 MiB: status 0, "
+                                               "0 bytes wrong")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("rdma read  rxe1 <- rxe0, 1 MiB: status 0, "
+                                               "0 bytes wrong")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("decoherent")) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+TEST_F(test_rdma, ucx_perftest_rc_put_zcopy)
+{
+    run_result r = perftest("put_bw", "65536");
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("Final:")) << r.output;
+    printf("%s\n", r.output.substr(0, r.output.find("--- server")).c_str());
+}
+
+TEST_F(test_rdma, ucx_perftest_rc_get_zcopy)
+{
+    run_result r = perftest("get", "65536");
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("Final:")) << r.output;
+}
+
+TEST_F(test_rdma, mpi_two_ranks_one_device_each)
+{
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_verify"), {"5"}), mpi_env(),
+                       300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("0 wrong bytes")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+TEST_F(test_rdma, mpi_four_ranks_two_per_device)
+{
+    run_result r = run(mpirun(2, builddir_path("test/mpi/mpi_verify"), {"2"}), mpi_env(),
+                       300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("4 ranks")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
+}

@@ -1,0 +1,96 @@
+/*
+ * The guest harness itself (contrib/guest-run), from the host: exit status,
+ * time-outs, missing parts and bad options end with a clear message and a
+ * non-zero status, never a silent pass. Part of make check-rdma.
+ */
+#include "mrlease_test.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace mrl;
+
+static std::string guest_run()
+{
+    return std::string(MRL_TOP_SRCDIR) + "/contrib/guest-run";
+}
+
+TEST(guest_run, exit_status_and_output)
+{
+    run_result r = run({guest_run(), "--", "/bin/sh", "-c",
+                        "echo hello from $(uname -r); ls /sys/class/infiniband; exit 7"},
+                       {}, 300);
+    EXPECT_EQ(7, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("hello from 6.1")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("rxe0")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("rxe1")) << r.output;
+}
+
+TEST(guest_run, hang_is_timed_out_with_log)
+{
+    run_result r = run({guest_run(), "--timeout", "25", "--rxe", "0", "--", "sleep", "600"},
+                       {}, 120);
+    EXPECT_EQ(124, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("did not finish within 25s")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("console kept in")) << r.output;
+}
+
+TEST(guest_run, bad_options)
+{
+    run_result r = run({guest_run(), "--rxe", "3", "--", "true"});
+    EXPECT_EQ(125, r.status);
+    EXPECT_NE(std::string::npos, r.output.find("even number")) << r.output;
+    r = run({guest_run(), "--frobnicate", "--", "true"});
+    EXPECT_EQ(125, r.status);
+    EXPECT_NE(std::string::npos, r.output.find("unknown option")) << r.output;
+    r = run({guest_run()});
+    EXPECT_EQ(125, r.status);
+    EXPECT_NE(std::string::npos, r.output.find("usage")) << r.output;
+    r = run({guest_run(), "--share", "/nonexistent/dir", "--", "true"});
+    EXPECT_EQ(125, r.status);
+    EXPECT_NE(std::string::npos, r.output.find("no such directory")) << r.output;
+}
+
+TEST(guest_run, no_qemu)
+{
+    /* a PATH with everything guest-run needs but QEMU */
+    char dir[] = "/tmp/mrlease-noqemu-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(dir));
+    for (auto tool : {"bash", "dirname", "grep", "sha1sum", "cut", "cat", "awk", "ls",
+                      "env", "depmod", "cpio", "apt-cache", "file", "basename", "xargs",
+                      "tail", "mkdir"}) {
+        std::string src = "/usr/bin/" + std::string(tool);
+        if (access(src.c_str(), X_OK) != 0) {
+            src = "/bin/" + std::string(tool);
+        }
+        if (access(src.c_str(), X_OK) != 0) {
+            src = "/usr/sbin/" + std::string(tool);
+        }
+        if (access(src.c_str(), X_OK) != 0) {
+            src = "/sbin/" + std::string(tool);
+        }
+        symlink(src.c_str(), (std::string(dir) + "/" + tool).c_str());
+    }
+    run_result r = run({"/bin/bash", guest_run(), "--", "true"}, {{"PATH", dir}});
+    run({"/bin/rm", "-rf", dir});
+    EXPECT_EQ(125, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("qemu-system-x86_64 not found")) << r.output;
+}
+
+TEST(guest_run, kernel_package_missing)
+{
+    /* an empty cache and an apt-get that cannot download */
+    char dir[] = "/tmp/mrlease-nokernel-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(dir));
+    std::string fake = std::string(dir) + "/apt-get";
+    FILE *f = fopen(fake.c_str(), "w");
+    fprintf(f, "#!/bin/sh\necho 'E: no network' >&2\nexit 100\n");
+    fclose(f);
+    chmod(fake.c_str(), 0755);
+    run_result r = run({guest_run(), "--", "true"},
+                       {{"PATH", std::string(dir) + ":" + getenv("PATH")},
+                        {"MRL_VM_DIR", std::string(dir) + "/vm"}});
+    run({"/bin/rm", "-rf", dir});
+    EXPECT_EQ(125, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("apt-get download")) << r.output;
+}
