@@ -26,6 +26,15 @@ TEST(guest_run, exit_status_and_output)
     EXPECT_NE(std::string::npos, r.output.find("rxe1")) << r.output;
 }
 
+TEST(guest_run, pmem_is_dax_mounted)
+{
+    run_result r = run({guest_run(), "--pmem", "256", "--rxe", "0", "--", "/bin/sh", "-c",
+                        "grep /mnt/pmem /proc/mounts; ls -l /dev/pmem0"}, {}, 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("/dev/pmem0 /mnt/pmem ext4")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("dax=always")) << r.output;
+}
+
 TEST(guest_run, hang_is_timed_out_with_log)
 {
     run_result r = run({guest_run(), "--timeout", "25", "--rxe", "0", "--", "sleep", "600"},

@@ -84,6 +84,21 @@ TEST_F(test_processes, static_binary)
     EXPECT_NE(std::string::npos, r.output.find("syscall seen_by uffd=1 ucm=0")) << r.output;
 }
 
+/* brk shrink: both see it, uffd with the exact range (a process of its own,
+ * since moving the break is unsafe where malloc uses it). */
+TEST_F(test_processes, brk_shrink)
+{
+    for (auto monitors : {"uffd", "ucm"}) {
+        run_result r = run({builddir_path("test/helpers/brk_changer")},
+                           {{"UCX_MRLEASE_MONITORS", monitors}});
+        ASSERT_EQ(0, r.status) << r.output;
+        std::string want = std::string("brk seen_by uffd=") +
+                           (strcmp(monitors, "uffd") ? "0 ucm=1" : "1 ucm=0");
+        EXPECT_NE(std::string::npos, r.output.find(want)) << monitors << ": " << r.output;
+        EXPECT_NE(std::string::npos, r.output.find("range=ok")) << monitors << ": " << r.output;
+    }
+}
+
 /* Run this test binary's *_child tests as another user or under seccomp. */
 static run_result run_child(const std::string &role, const std::string &filter,
                             const std::vector<std::string> &prefix)
