@@ -33,6 +33,17 @@ typedef struct ucs_mrlease_rcache {
     uint64_t             lease_failures;
 } ucs_mrlease_rcache_t;
 
+/**
+ * For an rcache created elsewhere (e.g. by UCX's IB memory domain): fill
+ * *leased from *params so that its regions are leased through *lrc, which
+ * must outlive the rcache; then create the rcache with *leased and set
+ * lrc->rcache. ucs_mrlease_rcache_create() does all of this.
+ */
+void ucs_mrlease_rcache_wrap_params(ucs_mrlease_rcache_t *lrc,
+                                    ucs_mrlease_engine_t *engine,
+                                    const ucs_rcache_params_t *params,
+                                    ucs_rcache_params_t *leased);
+
 /** Like ucs_rcache_create(); params->region_struct_size is the caller's own. */
 ucs_status_t ucs_mrlease_rcache_create(ucs_mrlease_engine_t *engine,
                                        const ucs_rcache_params_t *params,

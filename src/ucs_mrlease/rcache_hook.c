@@ -108,12 +108,32 @@ static void lrc_dump_region(void *context, ucs_rcache_t *rcache,
     }
 }
 
+void ucs_mrlease_rcache_wrap_params(ucs_mrlease_rcache_t *lrc,
+                                    ucs_mrlease_engine_t *engine,
+                                    const ucs_rcache_params_t *params,
+                                    ucs_rcache_params_t *leased)
+{
+    *leased               = *params;
+    lrc->engine           = engine;
+    lrc->user_ops         = params->ops;
+    lrc->user_context     = params->context;
+    lrc->ops.mem_reg      = lrc_mem_reg;
+    lrc->ops.mem_dereg    = lrc_mem_dereg;
+    lrc->ops.dump_region  = lrc_dump_region;
+    /* our trailer goes after the owner's own region struct */
+    lrc->lease_offset     = (params->region_struct_size + sizeof(void*) - 1) &
+                            ~(sizeof(void*) - 1);
+    leased->region_struct_size = lrc->lease_offset + sizeof(lrc_trailer_t);
+    leased->ops                = &lrc->ops;
+    leased->context            = lrc;
+}
+
 ucs_status_t ucs_mrlease_rcache_create(ucs_mrlease_engine_t *engine,
                                        const ucs_rcache_params_t *params,
                                        const char *name,
                                        ucs_mrlease_rcache_t **lrc_p)
 {
-    ucs_rcache_params_t ours = *params;
+    ucs_rcache_params_t ours;
     ucs_mrlease_rcache_t *lrc;
     ucs_status_t status;
 
@@ -121,18 +141,7 @@ ucs_status_t ucs_mrlease_rcache_create(ucs_mrlease_engine_t *engine,
     if (lrc == NULL) {
         return UCS_ERR_NO_MEMORY;
     }
-    lrc->engine            = engine;
-    lrc->user_ops          = params->ops;
-    lrc->user_context      = params->context;
-    lrc->ops.mem_reg       = lrc_mem_reg;
-    lrc->ops.mem_dereg     = lrc_mem_dereg;
-    lrc->ops.dump_region   = lrc_dump_region;
-    lrc->lease_offset      = (params->region_struct_size + sizeof(void*) - 1) &
-                             ~(sizeof(void*) - 1);
-    ours.region_struct_size = lrc->lease_offset + sizeof(lrc_trailer_t);
-    ours.ops                = &lrc->ops;
-    ours.context            = lrc;
-
+    ucs_mrlease_rcache_wrap_params(lrc, engine, params, &ours);
     status = ucs_rcache_create(&ours, name, NULL, &lrc->rcache);
     if (status != UCS_OK) {
         free(lrc);

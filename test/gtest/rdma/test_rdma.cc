@@ -38,10 +38,16 @@ protected:
         return ntohs(a.sin_port);
     }
 
-    static std::vector<std::string> mpirun(int per_device, const std::string &app,
-                                           const std::vector<std::string> &args)
+    static std::string mrlease_runner()
     {
-        std::vector<std::string> argv = {"/usr/bin/mpirun", "--mca", "pml", "ucx",
+        return std::string(MRL_TOP_SRCDIR) + "/contrib/mpirun-mrlease";
+    }
+
+    static std::vector<std::string> mpirun(int per_device, const std::string &app,
+                                           const std::vector<std::string> &args,
+                                           const std::string &runner = "/usr/bin/mpirun")
+    {
+        std::vector<std::string> argv = {runner, "--mca", "pml", "ucx",
                                          "--mca", "osc", "ucx", "--mca", "btl",
                                          "^openib,uct,vader", "--oversubscribe"};
         for (int dev = 0; dev < 2; ++dev) {
@@ -63,7 +69,21 @@ protected:
 
     static std::map<std::string, std::string> mpi_env()
     {
-        return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"}};
+        return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+                {"MRL_LIB", builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so")}};
+    }
+
+    /* registrations invalidated and restored, summed over the ranks' lines */
+    static void restored_counts(const std::string &out, long *invalidated, long *restored)
+    {
+        size_t pos = 0;
+        *invalidated = *restored = 0;
+        while ((pos = out.find("IB registrations invalidated, ", pos)) != std::string::npos) {
+            size_t start = out.rfind("; ", pos) + 2;
+            *invalidated += std::stol(out.substr(start));
+            pos += strlen("IB registrations invalidated, ");
+            *restored += std::stol(out.substr(pos));
+        }
     }
 
     /* ucx_perftest server on rxe0, client on rxe1; returns the client's output */
@@ -136,4 +156,57 @@ TEST_F(test_rdma, mpi_four_ranks_two_per_device)
     EXPECT_EQ(0, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("4 ranks")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
+}
+
+/*
+ * The product: memory under UCX's registrations changes between transfers,
+ * behind libc's back. Plain UCX must show the failure (so the test can see
+ * decoherence); with mrlease on (contrib/mpirun-mrlease) every byte is right
+ * and the counters show the registrations restored.
+ */
+class test_rdma_coherence : public test_rdma,
+                            public ::testing::WithParamInterface<std::string> {
+};
+
+TEST_P(test_rdma_coherence, plain_ucx_shows_the_failure)
+{
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_remap"), {"8", GetParam(),
+                                                                         "both"}),
+                       mpi_env(), 300);
+    EXPECT_NE(0, r.status) << "plain UCX kept coherent: the test cannot see decoherence\n"
+                           << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: FAILED")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("mrlease[")) << r.output;
+}
+
+TEST_P(test_rdma_coherence, mrlease_keeps_every_byte)
+{
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_remap"), {"8", GetParam(),
+                                                                         "both"},
+                              mrlease_runner()),
+                       mpi_env(), 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("0 wrong bytes")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
+    long invalidated, restored;
+    restored_counts(r.output, &invalidated, &restored);
+    /* 4 changes on each of the two ranks, each seen before the next transfer */
+    EXPECT_GE(invalidated, 8) << r.output;
+    EXPECT_EQ(invalidated, restored) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(change, test_rdma_coherence,
+                         ::testing::Values("remap", "dontneed"));
+
+/* Nothing changes: mrlease on must not disturb a normal job. */
+TEST_F(test_rdma, mrlease_on_without_churn)
+{
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_verify"), {"3"},
+                              mrlease_runner()),
+                       mpi_env(), 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mrlease[")) << "plugin not loaded\n"
+                                                            << r.output;
 }

@@ -1,0 +1,255 @@
+/*
+ * libuct_ib_lease: coherent registrations for UCX's own IB transports.
+ *
+ * Preloaded into an unmodified UCX 1.13 process (contrib/mpirun-mrlease does
+ * it for mpirun), it interposes the three ucs_rcache calls that UCX's IB
+ * memory domain makes through the PLT: create, get and destroy. The
+ * registration caches created by libuct_ib get leased regions (the engine's
+ * rcache hook); every registration lookup handles pending decoherence first,
+ * so a lookup after the memory changed registers the new pages. The rc/ud/dc
+ * fast paths (post, poll, progress) are UCX's own and untouched.
+ *
+ * UCX_IB_LEASE_ENABLE=y turns it on; when it is off, or the running UCX is
+ * not the one this was built against, every call goes straight through.
+ */
+#define _GNU_SOURCE
+#include "ib_lease.h"
+
+#include <ucs_mrlease/mrlease_rcache.h>
+#include <uct/api/version.h>
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define IB_LEASE_MAX_RCACHES 64
+
+typedef ucs_status_t (*rcache_create_func_t)(const ucs_rcache_params_t*, const char*,
+                                             ucs_stats_node_t*, ucs_rcache_t**);
+typedef ucs_status_t (*rcache_get_func_t)(ucs_rcache_t*, void*, size_t, int, void*,
+                                          ucs_rcache_region_t**);
+typedef void (*rcache_destroy_func_t)(ucs_rcache_t*);
+
+static struct {
+    pthread_mutex_t       lock;
+    int                   state;      /* IB_LEASE_STATE_* */
+    ucs_ib_lease_config_t config;
+    ucs_mrlease_engine_t  *engine;
+    rcache_create_func_t  real_create;
+    rcache_get_func_t     real_get;
+    rcache_destroy_func_t real_destroy;
+    /* leased rcaches: written under the lock, read by get without it */
+    ucs_mrlease_rcache_t  *leased[IB_LEASE_MAX_RCACHES];
+    unsigned              num_leased;
+} ib_lease = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+enum {
+    IB_LEASE_STATE_INIT,
+    IB_LEASE_STATE_OFF,     /* pass everything through */
+    IB_LEASE_STATE_ON
+};
+
+static void *ib_lease_next(const char *name)
+{
+    void *f = dlsym(RTLD_NEXT, name);
+
+    if (f == NULL) {
+        fprintf(stderr, "libuct_ib_lease: %s not found: %s\n", name, dlerror());
+        abort();
+    }
+    return f;
+}
+
+static void ib_lease_resolve(void)
+{
+    if (ib_lease.real_get == NULL) {
+        ib_lease.real_create  = (rcache_create_func_t)ib_lease_next("ucs_rcache_create");
+        ib_lease.real_destroy = (rcache_destroy_func_t)ib_lease_next("ucs_rcache_destroy");
+        __atomic_store_n(&ib_lease.real_get,
+                         (rcache_get_func_t)ib_lease_next("ucs_rcache_get"),
+                         __ATOMIC_RELEASE);
+    }
+}
+
+/* The running UCX must be the one whose rcache ABI we were built against. */
+static int ib_lease_version_ok(void)
+{
+    void (*get_version)(unsigned*, unsigned*, unsigned*);
+    unsigned major, minor, release;
+
+    get_version = (void (*)(unsigned*, unsigned*, unsigned*))
+                  dlsym(RTLD_DEFAULT, "ucp_get_version");
+    if (get_version == NULL) {
+        ucs_warn("mrlease: libuct_ib_lease: cannot tell the running UCX version "
+                 "(libucp not loaded); assuming %s", UCT_VERNO_STRING);
+        return 1;
+    }
+    get_version(&major, &minor, &release);
+    if ((major != UCT_VERNO_MAJOR) || (minor != UCT_VERNO_MINOR)) {
+        ucs_error("mrlease: libuct_ib_lease was built for UCX %s but UCX %u.%u.%u "
+                  "is running: NOT enabled, registrations are NOT kept coherent",
+                  UCT_VERNO_STRING, major, minor, release);
+        return 0;
+    }
+    return 1;
+}
+
+/* First IB rcache: decide, once, whether we are on (lock held). */
+static void ib_lease_decide(void)
+{
+    ucs_status_t status;
+
+    if (ib_lease.state != IB_LEASE_STATE_INIT) {
+        return;
+    }
+    ib_lease.state = IB_LEASE_STATE_OFF;
+    if (ucs_ib_lease_config_read(&ib_lease.config) != UCS_OK) {
+        ucs_error("mrlease: libuct_ib_lease: bad UCX_IB_LEASE_* configuration: "
+                  "NOT enabled");
+        return;
+    }
+    if (!ib_lease.config.enable) {
+        ucs_debug("mrlease: libuct_ib_lease loaded but UCX_IB_LEASE_ENABLE=n");
+        return;
+    }
+    if (!ib_lease_version_ok()) {
+        return;
+    }
+    status = ucs_mrlease_engine_create(&ib_lease.engine);
+    if (status != UCS_OK) {
+        ucs_error("mrlease: libuct_ib_lease: lease engine failed (%s): "
+                  "registrations are NOT kept coherent", ucs_status_string(status));
+        return;
+    }
+    ib_lease.state = IB_LEASE_STATE_ON;
+    ucs_debug("mrlease: libuct_ib_lease on, monitors 0x%x",
+              ucs_mrlease_engine_monitors(ib_lease.engine));
+}
+
+static int ib_lease_caller_is_uct_ib(const void *ret_addr)
+{
+    Dl_info info;
+
+    return dladdr(ret_addr, &info) && (info.dli_fname != NULL) &&
+           (strstr(info.dli_fname, "libuct_ib.so") != NULL);
+}
+
+static ucs_mrlease_rcache_t *ib_lease_find(const ucs_rcache_t *rcache)
+{
+    unsigned i, n = __atomic_load_n(&ib_lease.num_leased, __ATOMIC_ACQUIRE);
+
+    for (i = 0; i < n; ++i) {
+        if ((ib_lease.leased[i] != NULL) && (ib_lease.leased[i]->rcache == rcache)) {
+            return ib_lease.leased[i];
+        }
+    }
+    return NULL;
+}
+
+ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *name,
+                               ucs_stats_node_t *stats_parent, ucs_rcache_t **rcache_p)
+{
+    const void *caller = __builtin_return_address(0);
+    ucs_mrlease_rcache_t *lrc;
+    ucs_rcache_params_t leased;
+    ucs_status_t status;
+
+    pthread_mutex_lock(&ib_lease.lock);
+    ib_lease_resolve();
+    if (!ib_lease_caller_is_uct_ib(caller)) {
+        pthread_mutex_unlock(&ib_lease.lock);
+        return ib_lease.real_create(params, name, stats_parent, rcache_p);
+    }
+    ib_lease_decide();
+    if ((ib_lease.state != IB_LEASE_STATE_ON) ||
+        (ib_lease.num_leased == IB_LEASE_MAX_RCACHES)) {
+        pthread_mutex_unlock(&ib_lease.lock);
+        return ib_lease.real_create(params, name, stats_parent, rcache_p);
+    }
+
+    lrc = calloc(1, sizeof(*lrc));
+    if (lrc == NULL) {
+        pthread_mutex_unlock(&ib_lease.lock);
+        return UCS_ERR_NO_MEMORY;
+    }
+    ucs_mrlease_rcache_wrap_params(lrc, ib_lease.engine, params, &leased);
+    status = ib_lease.real_create(&leased, name, stats_parent, &lrc->rcache);
+    if (status != UCS_OK) {
+        free(lrc);
+        pthread_mutex_unlock(&ib_lease.lock);
+        return status;
+    }
+    ib_lease.leased[ib_lease.num_leased] = lrc;
+    __atomic_store_n(&ib_lease.num_leased, ib_lease.num_leased + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ib_lease.lock);
+
+    ucs_debug("mrlease: IB registration cache '%s' is leased", name);
+    *rcache_p = lrc->rcache;
+    return UCS_OK;
+}
+
+ucs_status_t ucs_rcache_get(ucs_rcache_t *rcache, void *address, size_t length,
+                            int prot, void *arg, ucs_rcache_region_t **region_p)
+{
+    rcache_get_func_t real = __atomic_load_n(&ib_lease.real_get, __ATOMIC_ACQUIRE);
+
+    if (ucs_unlikely(real == NULL)) {
+        pthread_mutex_lock(&ib_lease.lock);
+        ib_lease_resolve();
+        pthread_mutex_unlock(&ib_lease.lock);
+        real = ib_lease.real_get;
+    }
+    /* Registration path, not the fast path: a lookup costs a short scan and
+     * one load when nothing is pending. */
+    if ((ib_lease.engine != NULL) && (ib_lease_find(rcache) != NULL)) {
+        ucs_mrlease_progress(ib_lease.engine);
+    }
+    return real(rcache, address, length, prot, arg, region_p);
+}
+
+void ucs_rcache_destroy(ucs_rcache_t *rcache)
+{
+    ucs_mrlease_rcache_t *lrc;
+    unsigned i;
+
+    pthread_mutex_lock(&ib_lease.lock);
+    ib_lease_resolve();
+    lrc = ib_lease_find(rcache);
+    if (lrc != NULL) {
+        for (i = 0; i < ib_lease.num_leased; ++i) {
+            if (ib_lease.leased[i] == lrc) {
+                ib_lease.leased[i] = NULL; /* slots are not reused */
+            }
+        }
+    }
+    pthread_mutex_unlock(&ib_lease.lock);
+    ib_lease.real_destroy(rcache);
+    free(lrc);
+}
+
+/* One line per process at exit: what was caught and healed. */
+static void __attribute__((destructor)) ib_lease_summary(void)
+{
+    ucs_mrlease_counters_t c;
+    unsigned k;
+    uint64_t events = 0;
+
+    if ((ib_lease.state != IB_LEASE_STATE_ON) || !ib_lease.config.summary) {
+        return;
+    }
+    ucs_mrlease_counters_get(ib_lease.engine, &c);
+    for (k = 0; k < UCS_MRLEASE_EV_KINDS; ++k) {
+        events += c.events[k];
+    }
+    fprintf(stderr, "mrlease[%d]: %llu decoherence events (uffd %llu, ucm %llu, "
+            "flease %llu); %llu IB registrations invalidated, %llu restored, %llu "
+            "dead; %llu leases active\n", (int)getpid(), (unsigned long long)events,
+            (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_UFFD],
+            (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_UCM],
+            (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_FLEASE],
+            (unsigned long long)c.leases_broken, (unsigned long long)c.leases_restored,
+            (unsigned long long)c.leases_dead, (unsigned long long)c.leases_active);
+}

@@ -1,0 +1,97 @@
+/*
+ * mpi_remap: memory under UCX's registrations changes between transfers,
+ * behind libc's back (raw syscalls, which UCX's own memory hooks cannot see),
+ * and every byte received is checked.
+ *
+ *   mpi_remap ITERATIONS MODE SIDE
+ *     MODE: remap     munmap + mmap(MAP_FIXED) at the same address: new pages
+ *           dontneed  madvise(MADV_DONTNEED): the pages are dropped
+ *           none      no change (control)
+ *     SIDE: recv | send | both: whose buffer changes, on every other iteration
+ *
+ * Rank 0 sends 1 MiB (rendezvous: RDMA from/to registered memory) to rank 1.
+ * Prints "mpi_remap: ... N wrong bytes" from rank 1; exits 1 on a wrong byte.
+ */
+#define _GNU_SOURCE
+#include <mpi.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define LEN (1 << 20)
+
+static unsigned char byte_at(int iter, size_t i)
+{
+    return (unsigned char)(i * 13 + iter * 29 + 1);
+}
+
+static void change(unsigned char *buf, const char *mode)
+{
+    if (!strcmp(mode, "remap")) {
+        syscall(SYS_munmap, buf, LEN);
+        if (syscall(SYS_mmap, buf, LEN, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != (long)buf) {
+            perror("mmap");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+    } else if (!strcmp(mode, "dontneed")) {
+        syscall(SYS_madvise, buf, LEN, MADV_DONTNEED);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    int iters = (argc > 1) ? atoi(argv[1]) : 10, rank, it, changes = 0;
+    const char *mode = (argc > 2) ? argv[2] : "remap";
+    const char *side = (argc > 3) ? argv[3] : "both";
+    int send_side = !strcmp(side, "send") || !strcmp(side, "both");
+    int recv_side = !strcmp(side, "recv") || !strcmp(side, "both");
+    long bad = 0, bad_iters = 0, it_bad;
+    unsigned char *buf;
+    double t0;
+    size_t i;
+
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(buf, 0, LEN);
+    t0 = MPI_Wtime();
+
+    for (it = 0; it < iters; ++it) {
+        int changing = (it % 2) == 1;
+        if (rank == 0) {
+            if (changing && send_side) {
+                change(buf, mode);
+                ++changes;
+            }
+            for (i = 0; i < LEN; ++i) {
+                buf[i] = byte_at(it, i);
+            }
+            MPI_Send(buf, LEN, MPI_BYTE, 1, it, MPI_COMM_WORLD);
+        } else if (rank == 1) {
+            if (changing && recv_side) {
+                change(buf, mode);
+                ++changes;
+            }
+            MPI_Recv(buf, LEN, MPI_BYTE, 0, it, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            for (i = 0, it_bad = 0; i < LEN; ++i) {
+                it_bad += (buf[i] != byte_at(it, i));
+            }
+            bad += it_bad;
+            bad_iters += (it_bad != 0);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+    if (rank == 1) {
+        printf("mpi_remap: mode %s, side %s, %d iterations of 1 MiB, %d changes on "
+               "rank 1; %ld wrong bytes in %ld iterations, %.1f s\n", mode, side, iters,
+               changes, bad, bad_iters, MPI_Wtime() - t0);
+        printf("mpi_remap: %s\n", bad ? "FAILED" : "ok");
+    }
+    MPI_Finalize();
+    return (rank == 1 && bad) ? 1 : 0;
+}
