@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* statx */
 /*
  * What backs a virtual range: read from /proc/self/maps at acquire time
  * (registration is a slow path already).
@@ -6,6 +7,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <linux/magic.h>
@@ -65,6 +68,21 @@ static ucs_mrlease_backing_type_t backing_classify(uint64_t ino, const char *pat
     return UCS_MRLEASE_BACKING_FILE;
 }
 
+#ifndef STATX_ATTR_DAX
+#define STATX_ATTR_DAX 0x00200000
+#endif
+
+/* A file served by FS-DAX: its pages cannot be pinned long-term. */
+static int backing_is_dax(const char *path)
+{
+    struct statx stx;
+
+    return (path[0] == '/') &&
+           (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &stx) == 0) &&
+           (stx.stx_attributes_mask & STATX_ATTR_DAX) &&
+           (stx.stx_attributes & STATX_ATTR_DAX);
+}
+
 typedef struct {
     uintptr_t             start, end, covered;
     ucs_mrlease_backing_t *backing;
@@ -93,6 +111,7 @@ static int backing_visit(const ucs_mrlease_vma_t *vma, void *arg)
         w->backing->offset   = vma->offset + (w->start - vma->start);
         w->backing->shared   = vma->shared;
         w->backing->writable = vma->writable;
+        w->backing->dax      = backing_is_dax(vma->path);
         if ((w->path != NULL) && (w->max > 0)) {
             snprintf(w->path, w->max, "%s", vma->path);
         }

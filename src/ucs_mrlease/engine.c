@@ -87,7 +87,8 @@ ucs_status_t ucs_mrlease_engine_create(ucs_mrlease_engine_t **engine_p)
         return UCS_ERR_NO_MEMORY;
     }
     memset(engine, 0, sizeof(*engine));
-    engine->wake_fd = -1;
+    engine->wake_fd     = -1;
+    engine->dispatch_fd = -1;
     engine->pid     = getpid();
 
     status = ucs_mrlease_config_read(&engine->config);

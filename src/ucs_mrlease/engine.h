@@ -107,6 +107,9 @@ struct ucs_mrlease_engine {
     int                      wake_fd;
     volatile int             reader_stop;
     pid_t                    reader_tid; /* target of file lease signals */
+    /* optional dispatcher thread, woken by the reader */
+    pthread_t                dispatcher;
+    int                      dispatch_fd; /* eventfd, or -1 */
 };
 
 static inline uint64_t ucs_mrlease_now_ns(void)
@@ -140,6 +143,7 @@ void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e
 ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine);
 void         ucs_mrlease_reader_stop(ucs_mrlease_engine_t *engine);
 void         ucs_mrlease_reader_wake(ucs_mrlease_engine_t *engine);
+void         ucs_mrlease_dispatcher_stop(ucs_mrlease_engine_t *engine);
 
 /* backing.c */
 typedef struct ucs_mrlease_vma {

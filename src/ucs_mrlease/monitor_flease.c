@@ -251,6 +251,12 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
     ucs_status_t status;
     int fd, err;
 
+    /* FS-DAX: the kernel refuses long-term pins of its pages, so nothing
+     * registered can go stale there (or the registration is on-demand paging,
+     * coherent by itself): adopting and leasing would only hold changers. */
+    if (lease->backing.dax) {
+        return UCS_ERR_UNSUPPORTED;
+    }
     if (!lease->backing.shared || !(lease->events & UCS_MRLEASE_EV_FILE_BREAK) ||
         ((lease->backing.type != UCS_MRLEASE_BACKING_FILE) &&
          (lease->backing.type != UCS_MRLEASE_BACKING_SHMEM))) {

@@ -86,6 +86,7 @@ typedef struct ucs_mrlease_backing {
     uint64_t                   ino;
     uint64_t                   offset;   /**< file offset of the lease start */
     int                        shared;   /**< MAP_SHARED */
+    int                        dax;      /**< a file on a DAX mount */
     int                        writable;
 } ucs_mrlease_backing_t;
 
@@ -142,6 +143,15 @@ typedef struct ucs_mrlease_counters {
  */
 ucs_status_t ucs_mrlease_engine_create(ucs_mrlease_engine_t **engine_p);
 void         ucs_mrlease_engine_destroy(ucs_mrlease_engine_t *engine);
+
+/**
+ * Run dispatch in a thread of the engine's own as soon as a monitor of the
+ * reader thread (uffd, flease, inject) queues an event, so that a changer
+ * the kernel holds (a file lease break) is released without waiting for the
+ * owner's next progress call. Only for owners whose callbacks are
+ * thread-safe (UCX's rcache is). Progress calls keep working as well.
+ */
+ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine);
 
 /** Monitors that are running (mask of UCS_BIT(ucs_mrlease_monitor_id_t)). */
 unsigned     ucs_mrlease_engine_monitors(const ucs_mrlease_engine_t *engine);

@@ -77,8 +77,73 @@ static void *ucs_mrlease_reader_main(void *arg)
                 owner[i]->ops->drain(owner[i]);
             }
         }
+        /* timers may queue too (file lease re-arm) */
+        if ((engine->dispatch_fd >= 0) && engine->hot.pending) {
+            value = 1;
+            (void)!write(engine->dispatch_fd, &value, sizeof(value));
+        }
     }
     return NULL;
+}
+
+/* The dispatcher: a separate thread, since dispatch takes the engine lock
+ * and the reader must never wait for it. */
+static void *ucs_mrlease_dispatcher_main(void *arg)
+{
+    ucs_mrlease_engine_t *engine = arg;
+    struct pollfd pfd            = {engine->dispatch_fd, POLLIN, 0};
+    uint64_t value;
+
+    while (!engine->reader_stop) {
+        if (poll(&pfd, 1, -1) <= 0) {
+            continue;
+        }
+        (void)!read(engine->dispatch_fd, &value, sizeof(value));
+        if (!engine->reader_stop) {
+            ucs_mrlease_progress(engine);
+        }
+    }
+    return NULL;
+}
+
+ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine)
+{
+    sigset_t all, old;
+    int ret;
+
+    if (engine->dispatch_fd >= 0) {
+        return UCS_OK;
+    }
+    engine->dispatch_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (engine->dispatch_fd < 0) {
+        ucs_error("mrlease: eventfd() failed: %m");
+        return UCS_ERR_IO_ERROR;
+    }
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    ret = pthread_create(&engine->dispatcher, NULL, ucs_mrlease_dispatcher_main, engine);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ret != 0) {
+        ucs_error("mrlease: cannot start the dispatcher thread: %s", strerror(ret));
+        close(engine->dispatch_fd);
+        engine->dispatch_fd = -1;
+        return UCS_ERR_IO_ERROR;
+    }
+    return UCS_OK;
+}
+
+void ucs_mrlease_dispatcher_stop(ucs_mrlease_engine_t *engine)
+{
+    uint64_t one = 1;
+
+    if (engine->dispatch_fd < 0) {
+        return;
+    }
+    engine->reader_stop = 1;
+    (void)!write(engine->dispatch_fd, &one, sizeof(one));
+    pthread_join(engine->dispatcher, NULL);
+    close(engine->dispatch_fd);
+    engine->dispatch_fd = -1;
 }
 
 ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine)
@@ -132,6 +197,7 @@ void ucs_mrlease_reader_wake(ucs_mrlease_engine_t *engine)
 
 void ucs_mrlease_reader_stop(ucs_mrlease_engine_t *engine)
 {
+    ucs_mrlease_dispatcher_stop(engine);
     if (engine->reader_running) {
         engine->reader_stop = 1;
         ucs_mrlease_reader_wake(engine);

@@ -124,6 +124,12 @@ static void ib_lease_decide(void)
                   "registrations are NOT kept coherent", ucs_status_string(status));
         return;
     }
+    /* UCX's rcache is thread-safe: breaks can be handled right away */
+    if (ib_lease.config.async &&
+        (ucs_mrlease_engine_start_dispatcher(ib_lease.engine) != UCS_OK)) {
+        ucs_warn("mrlease: libuct_ib_lease: no dispatcher thread: decoherence is "
+                 "handled at the next registration lookup");
+    }
     ib_lease.state = IB_LEASE_STATE_ON;
     ucs_debug("mrlease: libuct_ib_lease on, monitors 0x%x",
               ucs_mrlease_engine_monitors(ib_lease.engine));

@@ -11,6 +11,7 @@
 typedef struct ucs_ib_lease_config {
     int enable;
     int summary;
+    int async;
 } ucs_ib_lease_config_t;
 
 ucs_status_t ucs_ib_lease_config_read(ucs_ib_lease_config_t *config);

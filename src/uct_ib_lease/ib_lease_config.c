@@ -14,6 +14,15 @@ static ucs_config_field_t ucs_ib_lease_config_table[] = {
      "registrations invalidated and restored.",
      offsetof(ucs_ib_lease_config_t, summary), UCS_CONFIG_TYPE_BOOL},
 
+    {"ASYNC", "y",
+     "Handle decoherence reported by the kernel (userfaultfd, file lease breaks)\n"
+     "in the lease engine's own thread as soon as it arrives, so that another\n"
+     "process's file change is released as soon as no transfer uses the old\n"
+     "pages, even while the application is not calling MPI. With n, it is\n"
+     "handled at the next registration lookup (a held file change then waits\n"
+     "up to UCX_MRLEASE_FLEASE_STALL_TIMEOUT).",
+     offsetof(ucs_ib_lease_config_t, async), UCS_CONFIG_TYPE_BOOL},
+
     {NULL}
 };
 

@@ -263,4 +263,25 @@ TEST_P(test_flease, forced_break_is_counted)
     EXPECT_EQ(1u, counters().file_leases_forced);
 }
 
+/* With the dispatcher thread, a break is handled with no progress call at
+ * all: the changer goes on as soon as the owner restores, not after the
+ * stall timeout. */
+TEST_P(test_flease, dispatcher_handles_break_without_progress)
+{
+    create_flease({{"UCX_MRLEASE_FLEASE_STALL_TIMEOUT", "2s"}});
+    ASSERT_EQ(UCS_OK, ucs_mrlease_engine_start_dispatcher(m_engine));
+    auto l = lease(m_buf, m_len, m_fd);
+    ASSERT_TRUE(ucs_mrlease_monitored_by(l) & UCS_BIT(UCS_MRLEASE_MONITOR_FLEASE));
+    m_answer = UCS_OK; /* restored at once, from the dispatcher thread */
+    int out;
+    pid_t pid    = start_changer("truncate", &out);
+    run_result r = wait_for(pid, out, 20); /* no progress call here */
+    ASSERT_EQ(0, r.status) << r.output;
+    EXPECT_LT(waited_s(r.output), 1.0) << r.output;
+    auto c = counters();
+    EXPECT_EQ(0u, c.file_leases_stalled);
+    EXPECT_GE(c.leases_broken, 1u);
+    EXPECT_GE(c.leases_restored, 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(fs, test_flease, ::testing::Values("/var/tmp", "/dev/shm"));

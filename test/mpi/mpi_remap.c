@@ -3,11 +3,15 @@
  * behind libc's back (raw syscalls, which UCX's own memory hooks cannot see),
  * and every byte received is checked.
  *
- *   mpi_remap ITERATIONS MODE SIDE
+ *   mpi_remap ITERATIONS MODE SIDE [FILE_PREFIX]
  *     MODE: remap     munmap + mmap(MAP_FIXED) at the same address: new pages
  *           dontneed  madvise(MADV_DONTNEED): the pages are dropped
+ *           regrow    another process truncates the buffer's file to 0 and
+ *                     regrows it (needs FILE_PREFIX; $MRL_FILE_CHANGER is
+ *                     test/helpers/file_changer)
  *           none      no change (control)
  *     SIDE: recv | send | both: whose buffer changes, on every other iteration
+ *     FILE_PREFIX: buffers are MAP_SHARED mappings of FILE_PREFIX.<rank>
  *
  * Rank 0 sends 1 MiB (rendezvous: RDMA from/to registered memory) to rank 1.
  * Prints "mpi_remap: ... N wrong bytes" from rank 1; exits 1 on a wrong byte.
@@ -19,8 +23,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
+static char file_path[4096];
 
 #define LEN (1 << 20)
 
@@ -40,6 +50,25 @@ static void change(unsigned char *buf, const char *mode)
         }
     } else if (!strcmp(mode, "dontneed")) {
         syscall(SYS_madvise, buf, LEN, MADV_DONTNEED);
+    } else if (!strcmp(mode, "regrow")) {
+        const char *changer = getenv("MRL_FILE_CHANGER");
+        char size[32];
+        char *argv[] = {(char*)changer, "regrow", file_path, size, NULL};
+        pid_t pid;
+        int status;
+
+        snprintf(size, sizeof(size), "%d", LEN);
+        /* posix_spawn, not fork: no fork event, no atfork purge */
+        if ((changer == NULL) || file_path[0] == '\0' ||
+            posix_spawn(&pid, changer, NULL, NULL, argv, environ) != 0) {
+            fprintf(stderr, "mpi_remap: regrow needs FILE_PREFIX and MRL_FILE_CHANGER\n");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+            fprintf(stderr, "mpi_remap: the file changer failed\n");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
     }
 }
 
@@ -57,7 +86,23 @@ int main(int argc, char **argv)
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (argc > 4) {
+        int fd;
+        snprintf(file_path, sizeof(file_path), "%s.%d", argv[4], rank);
+        fd = open(file_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if ((fd < 0) || (ftruncate(fd, LEN) < 0)) {
+            perror(file_path);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd); /* as applications do */
+    } else {
+        buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    }
+    if (buf == MAP_FAILED) {
+        perror("mmap");
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
     memset(buf, 0, LEN);
     t0 = MPI_Wtime();
 
@@ -87,11 +132,15 @@ int main(int argc, char **argv)
         MPI_Barrier(MPI_COMM_WORLD);
     }
     if (rank == 1) {
-        printf("mpi_remap: mode %s, side %s, %d iterations of 1 MiB, %d changes on "
-               "rank 1; %ld wrong bytes in %ld iterations, %.1f s\n", mode, side, iters,
-               changes, bad, bad_iters, MPI_Wtime() - t0);
+        printf("mpi_remap: mode %s, side %s, %s buffers, %d iterations of 1 MiB, %d "
+               "changes on rank 1; %ld wrong bytes in %ld iterations, %.1f s\n", mode,
+               side, file_path[0] ? file_path : "anonymous", iters, changes, bad,
+               bad_iters, MPI_Wtime() - t0);
         printf("mpi_remap: %s\n", bad ? "FAILED" : "ok");
     }
     MPI_Finalize();
+    if (file_path[0]) {
+        unlink(file_path);
+    }
     return (rank == 1 && bad) ? 1 : 0;
 }

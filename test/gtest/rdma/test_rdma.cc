@@ -199,6 +199,54 @@ TEST_P(test_rdma_coherence, mrlease_keeps_every_byte)
 INSTANTIATE_TEST_SUITE_P(change, test_rdma_coherence,
                          ::testing::Values("remap", "dontneed"));
 
+/* Another process truncates each rank's buffer file to 0 and regrows it
+ * between transfers (tmpfs; the ranks wait for it without calling MPI). */
+static std::map<std::string, std::string> with_changer(std::map<std::string, std::string> env)
+{
+    env["MRL_FILE_CHANGER"] = builddir_path("test/helpers/file_changer");
+    return env;
+}
+
+static std::vector<std::string> with_x(std::vector<std::string> argv, const char *var)
+{
+    /* -x VAR in both app contexts */
+    for (size_t i = 0; i < argv.size(); ++i) {
+        if ((argv[i] == "-np") && (i + 1 < argv.size())) {
+            argv.insert(argv.begin() + i + 2, {"-x", var});
+        }
+    }
+    return argv;
+}
+
+TEST_F(test_rdma, file_regrown_plain_ucx_shows_the_failure)
+{
+    run_result r = run(with_x(mpirun(1, builddir_path("test/mpi/mpi_remap"),
+                                     {"6", "regrow", "both", "/dev/shm/mrl-regrow"}),
+                              "MRL_FILE_CHANGER"),
+                       with_changer(mpi_env()), 300);
+    EXPECT_NE(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: FAILED")) << r.output;
+}
+
+TEST_F(test_rdma, file_regrown_mrlease_keeps_every_byte)
+{
+    run_result r = run(with_x(mpirun(1, builddir_path("test/mpi/mpi_remap"),
+                                     {"6", "regrow", "both", "/dev/shm/mrl-regrow"},
+                                     mrlease_runner()),
+                              "MRL_FILE_CHANGER"),
+                       with_changer(mpi_env()), 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
+    long invalidated, restored;
+    restored_counts(r.output, &invalidated, &restored);
+    EXPECT_GE(invalidated, 6) << r.output; /* 3 changes on each rank */
+    EXPECT_EQ(invalidated, restored) << r.output;
+    /* the dispatcher released each change promptly: no stall */
+    EXPECT_EQ(std::string::npos, r.output.find("STALL_TIMEOUT")) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+
 /* Nothing changes: mrlease on must not disturb a normal job. */
 TEST_F(test_rdma, mrlease_on_without_churn)
 {
@@ -209,4 +257,24 @@ TEST_F(test_rdma, mrlease_on_without_churn)
     EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mrlease[")) << "plugin not loaded\n"
                                                             << r.output;
+}
+
+/* FS-DAX (the guest's pmem): this kernel refuses to pin DAX pages
+ * (EOPNOTSUPP), UCX falls back to copying, so nothing registered can go
+ * stale; mrlease leaves such files alone (no adoption, no lease) and the job
+ * stays correct while another process truncates and regrows its files. */
+TEST_F(test_rdma, fsdax_buffers_stay_correct_and_unleased)
+{
+    if (access("/mnt/pmem", W_OK) != 0) {
+        GTEST_FAIL() << "no DAX mount at /mnt/pmem: run with guest-run --pmem";
+    }
+    run_result r = run(with_x(mpirun(1, builddir_path("test/mpi/mpi_remap"),
+                                     {"6", "regrow", "both", "/mnt/pmem/mrl-dax"},
+                                     mrlease_runner()),
+                              "MRL_FILE_CHANGER"),
+                       with_changer(mpi_env()), 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("flease 0)")) << r.output;
+    printf("%s", r.output.c_str());
 }
