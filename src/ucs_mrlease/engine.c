@@ -31,12 +31,6 @@ void ucs_mrlease_engine_unlock(ucs_mrlease_engine_t *engine)
     pthread_mutex_unlock(&engine->lock);
 }
 
-ucs_mrlease_monitor_t *ucs_mrlease_monitor(ucs_mrlease_engine_t *engine,
-                                           ucs_mrlease_monitor_id_t id)
-{
-    return engine->monitors[id];
-}
-
 void ucs_mrlease_count_held(ucs_mrlease_engine_t *engine, uint64_t ns)
 {
     uint64_t max = __atomic_load_n(&engine->counters.held_ns_max, __ATOMIC_RELAXED);

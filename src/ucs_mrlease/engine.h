@@ -129,8 +129,6 @@ static inline void ucs_mrlease_set_pending(ucs_mrlease_engine_t *engine)
 void ucs_mrlease_engine_lock(ucs_mrlease_engine_t *engine);
 void ucs_mrlease_engine_unlock(ucs_mrlease_engine_t *engine);
 void ucs_mrlease_count_held(ucs_mrlease_engine_t *engine, uint64_t ns);
-ucs_mrlease_monitor_t *ucs_mrlease_monitor(ucs_mrlease_engine_t *engine,
-                                           ucs_mrlease_monitor_id_t id);
 
 /* engine.c, engine lock held */
 void ucs_mrlease_restored_locked(ucs_mrlease_t *lease, ucs_status_t status);

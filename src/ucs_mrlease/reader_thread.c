@@ -18,6 +18,20 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 
+/* Engine threads inherit a mask with every signal blocked: the application's
+ * signals never land there, and lease-break signals stay for the signalfd. */
+static int ucs_mrlease_thread_start(pthread_t *thread, void *(*main)(void*), void *arg)
+{
+    sigset_t all, old;
+    int ret;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    ret = pthread_create(thread, NULL, main, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ret;
+}
+
 typedef struct {
     ucs_mrlease_engine_t *engine;
     pthread_mutex_t      lock;
@@ -108,7 +122,6 @@ static void *ucs_mrlease_dispatcher_main(void *arg)
 
 ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine)
 {
-    sigset_t all, old;
     int ret;
 
     if (engine->dispatch_fd >= 0) {
@@ -119,10 +132,8 @@ ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine)
         ucs_error("mrlease: eventfd() failed: %m");
         return UCS_ERR_IO_ERROR;
     }
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    ret = pthread_create(&engine->dispatcher, NULL, ucs_mrlease_dispatcher_main, engine);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ret = ucs_mrlease_thread_start(&engine->dispatcher, ucs_mrlease_dispatcher_main,
+                                   engine);
     if (ret != 0) {
         ucs_error("mrlease: cannot start the dispatcher thread: %s", strerror(ret));
         close(engine->dispatch_fd);
@@ -149,7 +160,6 @@ void ucs_mrlease_dispatcher_stop(ucs_mrlease_engine_t *engine)
 ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine)
 {
     ucs_mrlease_reader_start_t start;
-    sigset_t all, old;
     int ret;
 
     engine->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -163,11 +173,7 @@ ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine)
     pthread_mutex_init(&start.lock, NULL);
     pthread_cond_init(&start.cond, NULL);
 
-    /* The thread inherits the mask in force when it is created. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    ret = pthread_create(&engine->reader, NULL, ucs_mrlease_reader_main, &start);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ret = ucs_mrlease_thread_start(&engine->reader, ucs_mrlease_reader_main, &start);
     if (ret != 0) {
         ucs_error("mrlease: cannot start the reader thread: %s", strerror(ret));
         close(engine->wake_fd);

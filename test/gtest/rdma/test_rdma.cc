@@ -12,8 +12,6 @@ using namespace mrl;
 
 static bool in_guest()
 {
-    char host[64] = "";
-    gethostname(host, sizeof(host));
     return access("/sys/class/infiniband/rxe0", F_OK) == 0;
 }
 
