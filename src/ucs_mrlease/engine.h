@@ -7,7 +7,7 @@
 #include "mrlease.h"
 #include "lease_tree.h"
 #include "event_queue.h"
-#include "config.h"
+#include "engine_config.h"
 
 #include <ucs/datastruct/list.h>
 #include <ucs/debug/log_def.h>

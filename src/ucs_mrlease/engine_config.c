@@ -1,4 +1,4 @@
-#include "config.h"
+#include "engine_config.h"
 #include "mrlease.h"
 
 #include <ucs/debug/log_def.h>
