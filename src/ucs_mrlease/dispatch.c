@@ -77,6 +77,13 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
     ucs_mrlease_t *lease;
     ucs_status_t status;
 
+    /* A second thread waits here until the first has called every owner
+     * back: progress returns only when earlier changes are handled. */
+    pthread_mutex_lock(&engine->dispatch_lock);
+    if (engine->dispatch_depth++ == 0) {
+        __atomic_or_fetch(&engine->hot.pending, UCS_MRLEASE_PENDING_DISPATCHING,
+                          __ATOMIC_SEQ_CST);
+    }
     ucs_mrlease_engine_lock(engine);
     ++engine->counters.dispatches;
 
@@ -148,5 +155,10 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
     }
 
     ucs_mrlease_engine_unlock(engine);
+    if (--engine->dispatch_depth == 0) {
+        __atomic_and_fetch(&engine->hot.pending, ~UCS_MRLEASE_PENDING_DISPATCHING,
+                           __ATOMIC_SEQ_CST);
+    }
+    pthread_mutex_unlock(&engine->dispatch_lock);
     return count;
 }

@@ -98,6 +98,7 @@ ucs_status_t ucs_mrlease_engine_create(ucs_mrlease_engine_t **engine_p)
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&engine->lock, &attr);
+    pthread_mutex_init(&engine->dispatch_lock, &attr);
     pthread_mutexattr_destroy(&attr);
     ucs_mrlease_tree_init(&engine->tree);
     ucs_list_head_init(&engine->dispatch_list);
@@ -138,6 +139,7 @@ ucs_status_t ucs_mrlease_engine_create(ucs_mrlease_engine_t **engine_p)
 
 err_monitors:
     ucs_mrlease_monitors_close(engine);
+    pthread_mutex_destroy(&engine->dispatch_lock);
     pthread_mutex_destroy(&engine->lock);
     ucs_mrlease_queue_cleanup(&engine->queue);
 err_config:
@@ -164,10 +166,22 @@ void ucs_mrlease_engine_destroy(ucs_mrlease_engine_t *engine)
                  engine, leaked);
     }
     ucs_mrlease_monitors_close(engine);
+    pthread_mutex_destroy(&engine->dispatch_lock);
     pthread_mutex_destroy(&engine->lock);
     ucs_mrlease_queue_cleanup(&engine->queue);
     ucs_mrlease_config_release(&engine->config);
     free(engine);
+}
+
+void ucs_mrlease_engine_hold_pending(ucs_mrlease_engine_t *engine, int hold)
+{
+    if (hold) {
+        __atomic_or_fetch(&engine->hot.pending, UCS_MRLEASE_PENDING_HELD,
+                          __ATOMIC_SEQ_CST);
+    } else {
+        __atomic_and_fetch(&engine->hot.pending, ~UCS_MRLEASE_PENDING_HELD,
+                           __ATOMIC_SEQ_CST);
+    }
 }
 
 unsigned ucs_mrlease_engine_monitors(const ucs_mrlease_engine_t *engine)

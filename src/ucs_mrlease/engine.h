@@ -94,6 +94,8 @@ struct ucs_mrlease_engine {
     ucs_mrlease_engine_hot_t hot;       /* must be first: read inline */
     ucs_mrlease_config_t     config;
     pthread_mutex_t          lock;      /* recursive: owners may re-enter from callbacks */
+    pthread_mutex_t          dispatch_lock; /* one dispatch at a time, callbacks included */
+    unsigned                 dispatch_depth; /* under dispatch_lock */
     ucs_mrlease_tree_t       tree;
     ucs_mrlease_queue_t      queue;
     ucs_mrlease_monitor_t    *monitors[UCS_MRLEASE_MONITOR_LAST];
@@ -119,10 +121,18 @@ static inline uint64_t ucs_mrlease_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+/* Bits of the pending word. DISPATCHING keeps it non-zero while another
+ * thread runs callbacks for events it drained, so that a progress call made
+ * after a change returns only once that change has been handled. */
+#define UCS_MRLEASE_PENDING_EVENTS      UCS_MRLEASE_QUEUE_PENDING
+#define UCS_MRLEASE_PENDING_DISPATCHING 2u
+#define UCS_MRLEASE_PENDING_HELD        4u /* ucs_mrlease_engine_hold_pending() */
+
 /* Raise the pending word; callers hold the queue lock. */
 static inline void ucs_mrlease_set_pending(ucs_mrlease_engine_t *engine)
 {
-    __atomic_store_n(&engine->hot.pending, 1, __ATOMIC_SEQ_CST);
+    __atomic_or_fetch(&engine->hot.pending, UCS_MRLEASE_PENDING_EVENTS,
+                      __ATOMIC_SEQ_CST);
 }
 
 /* engine.c */

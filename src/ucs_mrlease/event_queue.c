@@ -53,7 +53,7 @@ void ucs_mrlease_queue_push_locked(ucs_mrlease_queue_t *q,
         q->overflow_kinds    |= e->kinds;
         q->overflow_monitors |= UCS_BIT(e->monitor);
     }
-    __atomic_store_n(pending, 1, __ATOMIC_SEQ_CST);
+    __atomic_or_fetch(pending, UCS_MRLEASE_QUEUE_PENDING, __ATOMIC_SEQ_CST);
 }
 
 void ucs_mrlease_queue_push(ucs_mrlease_queue_t *q, const ucs_mrlease_qentry_t *e,
@@ -78,7 +78,7 @@ unsigned ucs_mrlease_queue_drain(ucs_mrlease_queue_t *q, volatile uint32_t *pend
     q->count              = 0;
     q->overflow_kinds     = 0;
     q->overflow_monitors  = 0;
-    __atomic_store_n(pending, 0, __ATOMIC_SEQ_CST);
+    __atomic_and_fetch(pending, ~UCS_MRLEASE_QUEUE_PENDING, __ATOMIC_SEQ_CST);
     ucs_mrlease_queue_unlock(q);
     return count;
 }

@@ -47,6 +47,9 @@ static inline void ucs_mrlease_queue_unlock(ucs_mrlease_queue_t *q)
     pthread_spin_unlock(&q->lock);
 }
 
+/* The bit of the owner's pending word that this queue raises and clears. */
+#define UCS_MRLEASE_QUEUE_PENDING 1u
+
 /* Append under the lock (caller holds it); raises *pending. */
 void ucs_mrlease_queue_push_locked(ucs_mrlease_queue_t *q,
                                    const ucs_mrlease_qentry_t *e,

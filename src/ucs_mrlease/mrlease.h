@@ -10,7 +10,9 @@
  * owner says the lease is restored.
  *
  * Threading: acquire/release/restored/dispatch may be called from any thread;
- * callbacks run in the thread that calls ucs_mrlease_progress().
+ * callbacks run in the thread that calls ucs_mrlease_progress() (or in the
+ * engine's dispatcher thread). A progress call returns only after every
+ * event queued before it has been handled, whichever thread took it.
  */
 #ifndef UCS_MRLEASE_H_
 #define UCS_MRLEASE_H_
@@ -152,6 +154,13 @@ void         ucs_mrlease_engine_destroy(ucs_mrlease_engine_t *engine);
  * thread-safe (UCX's rcache is). Progress calls keep working as well.
  */
 ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine);
+
+/**
+ * Keep the pending word raised (hold != 0) or stop keeping it, on behalf of
+ * an owner that has work of its own to finish in progress calls (e.g. memory
+ * it waits to see mapped again): its fast-path check stays one load.
+ */
+void         ucs_mrlease_engine_hold_pending(ucs_mrlease_engine_t *engine, int hold);
 
 /** Monitors that are running (mask of UCS_BIT(ucs_mrlease_monitor_id_t)). */
 unsigned     ucs_mrlease_engine_monitors(const ucs_mrlease_engine_t *engine);

@@ -92,7 +92,8 @@ static void *ucs_mrlease_reader_main(void *arg)
             }
         }
         /* timers may queue too (file lease re-arm) */
-        if ((engine->dispatch_fd >= 0) && engine->hot.pending) {
+        if ((engine->dispatch_fd >= 0) &&
+            (engine->hot.pending & UCS_MRLEASE_PENDING_EVENTS)) {
             value = 1;
             (void)!write(engine->dispatch_fd, &value, sizeof(value));
         }

@@ -14,6 +14,8 @@
  */
 #define _GNU_SOURCE
 #include "ib_lease.h"
+#include "rkey_keeper.h"
+#include "mw_binder.h"
 
 #include <ucs_mrlease/mrlease_rcache.h>
 #include <uct/api/version.h>
@@ -51,6 +53,25 @@ enum {
     IB_LEASE_STATE_OFF,     /* pass everything through */
     IB_LEASE_STATE_ON
 };
+
+static volatile uint32_t ib_lease_never_pending;
+volatile uint32_t *ib_lease_pending = &ib_lease_never_pending;
+
+ucs_mrlease_engine_t *ib_lease_engine(void)
+{
+    return (ib_lease.state == IB_LEASE_STATE_ON) ? ib_lease.engine : NULL;
+}
+
+void ib_lease_catch_up_slow(void)
+{
+    ucs_mrlease_engine_t *engine = ib_lease.engine;
+
+    ucs_mrlease_dispatch(engine);
+    if (ib_lease_keeper_unbacked) {
+        ib_lease_keeper_retry();
+    }
+    ucs_mrlease_engine_hold_pending(engine, ib_lease_keeper_unbacked);
+}
 
 static void *ib_lease_next(const char *name)
 {
@@ -130,12 +151,18 @@ static void ib_lease_decide(void)
         ucs_warn("mrlease: libuct_ib_lease: no dispatcher thread: decoherence is "
                  "handled at the next registration lookup");
     }
+    if (ib_lease.config.keep_rkeys) {
+        ib_lease_keeper_enable(ib_lease.engine);
+    }
     ib_lease.state = IB_LEASE_STATE_ON;
+    __atomic_store_n(&ib_lease_pending,
+                     &((ucs_mrlease_engine_hot_t*)ib_lease.engine)->pending,
+                     __ATOMIC_RELEASE);
     ucs_debug("mrlease: libuct_ib_lease on, monitors 0x%x",
               ucs_mrlease_engine_monitors(ib_lease.engine));
 }
 
-static int ib_lease_caller_is_uct_ib(const void *ret_addr)
+int ib_lease_caller_is_uct_ib(const void *ret_addr)
 {
     Dl_info info;
 
@@ -211,7 +238,7 @@ ucs_status_t ucs_rcache_get(ucs_rcache_t *rcache, void *address, size_t length,
     /* Registration path, not the fast path: a lookup costs a short scan and
      * one load when nothing is pending. */
     if ((ib_lease.engine != NULL) && (ib_lease_find(rcache) != NULL)) {
-        ucs_mrlease_progress(ib_lease.engine);
+        ib_lease_catch_up();
     }
     return real(rcache, address, length, prot, arg, region_p);
 }
@@ -239,6 +266,7 @@ void ucs_rcache_destroy(ucs_rcache_t *rcache)
 /* One line per process at exit: what was caught and healed. */
 static void __attribute__((destructor)) ib_lease_summary(void)
 {
+    ib_lease_keeper_counters_t kc;
     ucs_mrlease_counters_t c;
     unsigned k;
     uint64_t events = 0;
@@ -258,4 +286,12 @@ static void __attribute__((destructor)) ib_lease_summary(void)
             (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_FLEASE],
             (unsigned long long)c.leases_broken, (unsigned long long)c.leases_restored,
             (unsigned long long)c.leases_dead, (unsigned long long)c.leases_active);
+    if (ib_lease.config.keep_rkeys) {
+        ib_lease_keeper_counters_get(&kc);
+        fprintf(stderr, "mrlease[%d]: remote keys: %llu kept through memory windows, "
+                "%llu windows re-bound to new pages, %llu waiting for their memory, "
+                "%llu lost it\n", (int)getpid(), (unsigned long long)kc.kept,
+                (unsigned long long)kc.rebound, (unsigned long long)kc.unbacked,
+                (unsigned long long)kc.lost);
+    }
 }

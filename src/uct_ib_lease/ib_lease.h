@@ -7,13 +7,43 @@
 #include <ucs_mrlease/mrlease.h>
 #include <ucs/config/parser.h>
 #include <ucs/debug/log_def.h>
+#include <time.h>
 
 typedef struct ucs_ib_lease_config {
     int enable;
     int summary;
     int async;
+    int keep_rkeys;
 } ucs_ib_lease_config_t;
 
 ucs_status_t ucs_ib_lease_config_read(ucs_ib_lease_config_t *config);
+
+/* The engine's pending word while on; a word that is always zero while off. */
+extern volatile uint32_t *ib_lease_pending;
+
+void ib_lease_catch_up_slow(void);
+
+/* Every UCP entry point the MPI layer calls runs this first. */
+static UCS_F_ALWAYS_INLINE void ib_lease_catch_up(void)
+{
+    if (ucs_unlikely(*ib_lease_pending)) {
+        ib_lease_catch_up_slow();
+    }
+}
+
+/* Monotonic seconds, for slow-path deadlines. */
+static inline double ib_lease_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Registrations are kept coherent only for UCX's own IB memory domain. */
+int ib_lease_caller_is_uct_ib(const void *ret_addr);
+
+/* The engine, once on (NULL before and when off). */
+ucs_mrlease_engine_t *ib_lease_engine(void);
 
 #endif

@@ -23,6 +23,14 @@ static ucs_config_field_t ucs_ib_lease_config_table[] = {
      "up to UCX_MRLEASE_FLEASE_STALL_TIMEOUT).",
      offsetof(ucs_ib_lease_config_t, async), UCS_CONFIG_TYPE_BOOL},
 
+    {"KEEP_RKEYS", "y",
+     "Hand out remote keys through type-1 memory windows, re-bound to the new\n"
+     "pages when memory changes, so that a peer holding a key (an MPI window,\n"
+     "a rendezvous in flight) keeps reaching the right memory. Costs one\n"
+     "window bind per registration. Devices without type-1 windows fall back\n"
+     "to plain keys, with a warning.",
+     offsetof(ucs_ib_lease_config_t, keep_rkeys), UCS_CONFIG_TYPE_BOOL},
+
     {NULL}
 };
 

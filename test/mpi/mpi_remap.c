@@ -5,6 +5,8 @@
  *
  *   mpi_remap ITERATIONS MODE SIDE [FILE_PREFIX]
  *     MODE: remap     munmap + mmap(MAP_FIXED) at the same address: new pages
+ *           mremap    new pages built elsewhere, moved over the buffer
+ *           fork      a child process writes to the buffer (copy-on-write)
  *           dontneed  madvise(MADV_DONTNEED): the pages are dropped
  *           regrow    another process truncates the buffer's file to 0 and
  *                     regrows it (needs FILE_PREFIX; $MRL_FILE_CHANGER is
@@ -46,6 +48,28 @@ static void change(unsigned char *buf, const char *mode)
         if (syscall(SYS_mmap, buf, LEN, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != (long)buf) {
             perror("mmap");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+    } else if (!strcmp(mode, "mremap")) {
+        long fresh = syscall(SYS_mmap, NULL, LEN, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        memset((void*)fresh, 0x5a, LEN);
+        if (syscall(SYS_mremap, fresh, LEN, LEN, MREMAP_MAYMOVE | MREMAP_FIXED,
+                    buf) != (long)buf) {
+            perror("mremap");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+    } else if (!strcmp(mode, "fork")) {
+        /* the child writes to the buffer (copy-on-write) and exits */
+        pid_t pid = fork();
+        int status;
+
+        if (pid == 0) {
+            memset(buf, 0x77, LEN);
+            _exit(0);
+        }
+        if ((pid < 0) || (waitpid(pid, &status, 0) != pid)) {
+            perror("fork");
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
     } else if (!strcmp(mode, "dontneed")) {

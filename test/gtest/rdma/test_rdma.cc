@@ -84,6 +84,19 @@ protected:
         }
     }
 
+    /* "mrlease[pid]: remote keys: ..., N<what>": N summed over the ranks */
+    static long keeper_count(const std::string &out, const std::string &what)
+    {
+        size_t pos = 0;
+        long sum   = 0;
+        while ((pos = out.find(what, pos)) != std::string::npos) {
+            size_t start = out.rfind(", ", pos) + 2;
+            sum += std::stol(out.substr(start));
+            pos += what.size();
+        }
+        return sum;
+    }
+
     /* ucx_perftest server on rxe0, client on rxe1; returns the client's output */
     static run_result perftest(const std::string &test, const std::string &size)
     {
@@ -195,7 +208,62 @@ TEST_P(test_rdma_coherence, mrlease_keeps_every_byte)
 }
 
 INSTANTIATE_TEST_SUITE_P(change, test_rdma_coherence,
-                         ::testing::Values("remap", "dontneed"));
+                         ::testing::Values("remap", "mremap", "dontneed"));
+
+/* A child writes to the buffer after fork: this kernel (6.1) copies pinned
+ * pages for the child, so plain UCX has no failure to show here; mrlease
+ * must stay correct and keep the window where it is. */
+TEST_F(test_rdma, fork_keeps_every_byte_plain_and_mrlease)
+{
+    for (bool on : {false, true}) {
+        run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_remap"),
+                                  {"6", "fork", "both"},
+                                  on ? mrlease_runner() : "/usr/bin/mpirun"),
+                           mpi_env(), 300);
+        EXPECT_EQ(0, r.status) << r.output;
+        EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
+        EXPECT_EQ(on, r.output.find("mrlease[") != std::string::npos) << r.output;
+        if (on) {
+            EXPECT_EQ(0, keeper_count(r.output, " windows re-bound")) << r.output;
+        }
+    }
+}
+
+/*
+ * MPI one-sided: the origin holds the window's remote key from
+ * MPI_Win_create on, and the target changes the memory under it. Plain UCX
+ * reads and writes the old pages; mrlease re-binds the window's memory
+ * window to the new pages with the same key.
+ */
+class test_rdma_window : public test_rdma,
+                         public ::testing::WithParamInterface<std::string> {
+};
+
+TEST_P(test_rdma_window, plain_ucx_shows_the_failure)
+{
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_win_remap"),
+                              {"8", GetParam()}),
+                       mpi_env(), 300);
+    EXPECT_NE(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_win_remap: FAILED")) << r.output;
+}
+
+TEST_P(test_rdma_window, mrlease_keeps_every_byte)
+{
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_win_remap"),
+                              {"8", GetParam()}, mrlease_runner()),
+                       mpi_env(), 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("(get 0, put 0, accumulate 0)"))
+        << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_win_remap: ok")) << r.output;
+    /* 4 changes of the target's window, each re-bound before the next epoch */
+    EXPECT_GE(keeper_count(r.output, " windows re-bound"), 4) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(change, test_rdma_window,
+                         ::testing::Values("remap", "mremap", "dontneed"));
 
 /* Another process truncates each rank's buffer file to 0 and regrows it
  * between transfers (tmpfs; the ranks wait for it without calling MPI). */

@@ -1,0 +1,40 @@
+/*
+ * Remote keys that survive re-registration.
+ *
+ * A peer may hold the rkey of a registration for as long as it likes (an MPI
+ * window). Re-registering new pages gives a new rkey, and rxe cannot
+ * re-translate an MR in place (ibv_rereg_mr with CHANGE_TRANSLATION: EINVAL).
+ * So every remotely accessible registration that UCX's IB transports make is
+ * handed out through a type-1 memory window: UCX's MR is registered with
+ * MW_BIND, the window is bound over it, and the MR's rkey field is replaced by
+ * the window's. When the memory changes, the same range is registered again
+ * on its new pages and the window is re-bound there with the same key, so the
+ * peer's rkey now reaches the new pages. While the range is not mapped, the
+ * window is unbound: a peer's access fails loudly (remote access error),
+ * never lands in pages the application has let go.
+ */
+#ifndef UCT_IB_LEASE_RKEY_KEEPER_H_
+#define UCT_IB_LEASE_RKEY_KEEPER_H_
+
+#include <ucs_mrlease/mrlease.h>
+#include <stdint.h>
+
+typedef struct ib_lease_keeper_counters {
+    uint64_t kept;     /* registrations handed out through a window */
+    uint64_t rebound;  /* windows moved to new pages */
+    uint64_t unbacked; /* registrations whose memory is not mapped right now */
+    uint64_t lost;     /* ...for longer than a second (reported once each) */
+} ib_lease_keeper_counters_t;
+
+/* Non-zero while some window waits for its memory to be mapped again. */
+extern volatile uint32_t ib_lease_keeper_unbacked;
+
+/* Start keeping remote keys for registrations made by libuct_ib. */
+void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine);
+
+/* Slow path of the catch-up: re-bind windows whose memory is back. */
+void ib_lease_keeper_retry(void);
+
+void ib_lease_keeper_counters_get(ib_lease_keeper_counters_t *counters);
+
+#endif
