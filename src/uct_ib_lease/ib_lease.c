@@ -19,6 +19,7 @@
 
 #include <ucs_mrlease/mrlease_rcache.h>
 #include <uct/api/version.h>
+#include <ucp/api/ucp.h>
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -95,20 +96,14 @@ static void ib_lease_resolve(void)
     }
 }
 
-/* The running UCX must be the one whose rcache ABI we were built against. */
+/* The running UCX must be the one whose rcache ABI we were built against.
+ * (Calling libucp directly also keeps it loaded with us: the interposed ucp_*
+ * calls reach it through dlsym.) */
 static int ib_lease_version_ok(void)
 {
-    void (*get_version)(unsigned*, unsigned*, unsigned*);
     unsigned major, minor, release;
 
-    get_version = (void (*)(unsigned*, unsigned*, unsigned*))
-                  dlsym(RTLD_DEFAULT, "ucp_get_version");
-    if (get_version == NULL) {
-        ucs_warn("mrlease: libuct_ib_lease: cannot tell the running UCX version "
-                 "(libucp not loaded); assuming %s", UCT_VERNO_STRING);
-        return 1;
-    }
-    get_version(&major, &minor, &release);
+    ucp_get_version(&major, &minor, &release);
     if ((major != UCT_VERNO_MAJOR) || (minor != UCT_VERNO_MINOR)) {
         ucs_error("mrlease: libuct_ib_lease was built for UCX %s but UCX %u.%u.%u "
                   "is running: NOT enabled, registrations are NOT kept coherent",

@@ -431,7 +431,7 @@ struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
         int err = errno;
         pthread_mutex_unlock(&keeper.lock);
         if (err == EFAULT) {
-            ucs_error("mrlease: cannot register %p..%p: not mapped (unmapped for "
+            ucs_diag("mrlease: cannot register %p..%p: not mapped (unmapped for "
                       "good?)", addr, UCS_PTR_BYTE_OFFSET(addr, length));
         }
         errno = err;

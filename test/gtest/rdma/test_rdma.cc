@@ -210,6 +210,57 @@ TEST_P(test_rdma_coherence, mrlease_keeps_every_byte)
 INSTANTIATE_TEST_SUITE_P(change, test_rdma_coherence,
                          ::testing::Values("remap", "mremap", "dontneed"));
 
+/*
+ * UCT level, one process, rc_verbs between rxe0 and rxe1: put/get zcopy and
+ * atomics while the memory under registrations changes between operations
+ * and while operations are in flight, and memory that is gone for good.
+ */
+class test_rdma_uct : public test_rdma,
+                      public ::testing::WithParamInterface<std::string> {
+protected:
+    run_result uct_lease(bool mrlease)
+    {
+        std::map<std::string, std::string> env = {{"UCX_IB_GID_INDEX", "0"}};
+        if (mrlease) {
+            env["LD_PRELOAD"] = builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so");
+            env["UCX_IB_LEASE_ENABLE"]   = "y";
+            env["MRL_EXPECT_GONE_ERROR"] = "1";
+        }
+        return run({builddir_path("test/rdma/uct_lease"), GetParam()}, env, 180);
+    }
+};
+
+TEST_P(test_rdma_uct, plain_ucx_shows_the_failure)
+{
+    run_result r = uct_lease(false);
+    EXPECT_EQ(1, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("uct_lease: FAILED")) << r.output;
+}
+
+TEST_P(test_rdma_uct, mrlease_keeps_every_byte)
+{
+    run_result r = uct_lease(true);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("uct_lease: ok")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mrlease[")) << r.output;
+    if (GetParam() == "gone") {
+        /* only the operation on the gone memory fails, and loudly */
+        EXPECT_NE(std::string::npos, r.output.find("put with the old key: Connection "
+                                                   "reset by remote peer")) << r.output;
+        EXPECT_NE(std::string::npos, r.output.find("another endpoint: Success, 0 wrong"))
+            << r.output;
+        EXPECT_NE(std::string::npos, r.output.find("registering the gone range: "
+                                                   "Input/output error")) << r.output;
+    } else {
+        EXPECT_NE(std::string::npos, r.output.find(" 0 wrong ")) << r.output;
+    }
+    printf("%s", r.output.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(scenario, test_rdma_uct,
+                         ::testing::Values("put", "get", "atomic", "source", "inflight",
+                                           "gone"));
+
 /* A child writes to the buffer after fork: this kernel (6.1) copies pinned
  * pages for the child, so plain UCX has no failure to show here; mrlease
  * must stay correct and keep the window where it is. */

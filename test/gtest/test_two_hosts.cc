@@ -1,0 +1,34 @@
+/*
+ * MPI across two guest "hosts" (contrib/guest-run --hosts 2): one rank per
+ * guest, over soft-RoCE on the private link between them, node1's rank
+ * started by mpirun through contrib/vm/node-agent. From the host; part of
+ * make check-rdma. One boot runs every job, since a boot costs ~15 s.
+ */
+#include "mrlease_test.h"
+
+using namespace mrl;
+
+TEST(two_hosts, mpi_jobs_with_and_without_mrlease)
+{
+    const std::string top = MRL_TOP_SRCDIR;
+    const std::string jobs =
+        "r=" + top + "/test/mpi/mpirun-two-hosts; b=" + builddir_path("test/mpi") + "; "
+        "echo '== verify'; $r mrlease $b/mpi_verify 1; "
+        "echo '== remap'; $r mrlease $b/mpi_remap 4 remap both; "
+        "echo '== window'; $r mrlease $b/mpi_win_remap 4 remap; "
+        "echo '== window plain'; $r plain $b/mpi_win_remap 4 remap; "
+        "echo \"== plain exit $?\"";
+    run_result r = run({top + "/contrib/guest-run", "--hosts", "2", "--rxe", "0",
+                        "--timeout", "1200", "--", "/bin/bash", "-c", jobs},
+                       {}, 1300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("rank 1 on node1")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_win_remap: ok")) << r.output;
+    /* plain UCX across hosts shows the failure mrlease prevents */
+    EXPECT_NE(std::string::npos, r.output.find("mpi_win_remap: FAILED")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("== plain exit 1")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("windows re-bound")) << r.output;
+    printf("%s", r.output.c_str());
+}
