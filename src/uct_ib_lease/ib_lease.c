@@ -157,6 +157,18 @@ static void ib_lease_decide(void)
               ucs_mrlease_engine_monitors(ib_lease.engine));
 }
 
+int ib_lease_is_on(void)
+{
+    int on;
+
+    pthread_mutex_lock(&ib_lease.lock);
+    ib_lease_resolve();
+    ib_lease_decide();
+    on = (ib_lease.state == IB_LEASE_STATE_ON);
+    pthread_mutex_unlock(&ib_lease.lock);
+    return on;
+}
+
 int ib_lease_caller_is_uct_ib(const void *ret_addr)
 {
     Dl_info info;

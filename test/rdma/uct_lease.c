@@ -82,7 +82,7 @@ static void side_open(side_t *s, const char *dev)
         uct_component_attr_t cattr = {.field_mask = UCT_COMPONENT_ATTR_FIELD_NAME |
                                      UCT_COMPONENT_ATTR_FIELD_MD_RESOURCE_COUNT};
         uct_component_query(comps[i], &cattr);
-        if (strcmp(cattr.name, "ib")) {
+        if (strcmp(cattr.name, "ib") && strcmp(cattr.name, "ib_lease")) {
             continue;
         }
         cattr.field_mask   = UCT_COMPONENT_ATTR_FIELD_MD_RESOURCES;

@@ -364,6 +364,30 @@ TEST_F(test_rdma, file_regrown_mrlease_keeps_every_byte)
 }
 
 
+/* With the flag on, UCX's IB component presents itself as ib_lease: the
+ * same devices and transports, which UCP selects as always. */
+TEST_F(test_rdma, ucx_info_lists_the_ib_lease_component)
+{
+    std::map<std::string, std::string> env = {
+        {"LD_PRELOAD", builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so")},
+        {"UCX_IB_LEASE_ENABLE", "y"}};
+    run_result on = run({"/usr/bin/ucx_info", "-d"}, env, 120);
+    EXPECT_EQ(0, on.status) << on.output;
+    size_t md = on.output.find("# Memory domain: rxe0");
+    ASSERT_NE(std::string::npos, md) << on.output;
+    std::string rxe0 = on.output.substr(md, on.output.find("# Memory domain:", md + 1) - md);
+    EXPECT_NE(std::string::npos, rxe0.find("Component: ib_lease")) << rxe0;
+    EXPECT_NE(std::string::npos, rxe0.find("Transport: rc_verbs")) << rxe0;
+    EXPECT_NE(std::string::npos, rxe0.find("Transport: ud_verbs")) << rxe0;
+
+    env["UCX_IB_LEASE_ENABLE"] = "n";
+    run_result off = run({"/usr/bin/ucx_info", "-d"}, env, 120);
+    EXPECT_EQ(0, off.status) << off.output;
+    EXPECT_NE(std::string::npos, off.output.find("Component: ib\n")) << off.output;
+    EXPECT_EQ(std::string::npos, off.output.find("ib_lease")) << off.output;
+    EXPECT_EQ(std::string::npos, off.output.find("mrlease[")) << off.output;
+}
+
 /* Nothing changes: mrlease on must not disturb a normal job. */
 TEST_F(test_rdma, mrlease_on_without_churn)
 {
