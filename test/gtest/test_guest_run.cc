@@ -35,6 +35,24 @@ TEST(guest_run, pmem_is_dax_mounted)
     EXPECT_NE(std::string::npos, r.output.find("dax=always")) << r.output;
 }
 
+/* A clone in /tmp or /root lies below a directory the guest mounts its own
+ * tmpfs on: the project, the caller's directory and the run directory must
+ * stay visible there, or nothing runs and no status comes back. */
+TEST(guest_run, project_below_a_guest_tmpfs)
+{
+    char dir[] = "/tmp/mrlease-clone-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(dir));
+    std::string top = std::string(dir) + "/top";
+    ASSERT_EQ(0, symlink(MRL_TOP_SRCDIR, top.c_str()));
+    run_result r = run({top + "/contrib/guest-run", "--rxe", "0", "--", "/bin/sh", "-c",
+                        "test -f " + top + "/contrib/vm/modules && echo project visible; "
+                        "exit 3"},
+                       {{"MRL_VM_DIR", std::string(MRL_TOP_SRCDIR) + "/build/vm"}}, 300);
+    run({"/bin/rm", "-rf", dir});
+    EXPECT_EQ(3, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("project visible")) << r.output;
+}
+
 TEST(guest_run, hang_is_timed_out_with_log)
 {
     run_result r = run({guest_run(), "--timeout", "25", "--rxe", "0", "--", "sleep", "600"},
