@@ -58,7 +58,10 @@ mpi() {
 best() { sort -g | head -1 | tr -d ' '; }    # smallest (latency, time)
 bestbw() { sort -g | tail -1 | tr -d ' '; }  # largest (bandwidth)
 
-echo "# machine,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') under QEMU TCG (soft-RoCE rxe),$(nproc) guest CPUs,Linux $(uname -r),UCX $(ucx_info -v | awk '/Library version/ {print $NF}')" > "$csv"
+# the host's CPU comes from the host (make bench-rdma passes it): the guest
+# only sees QEMU's virtual one
+host_cpu=${MRL_BENCH_HOST_CPU:-unknown host CPU}
+echo "# machine,$host_cpu host; QEMU TCG guest (soft-RoCE rxe),$(nproc) guest CPUs,Linux $(uname -r),UCX $(ucx_info -v | awk 'NR == 1 {print $NF}')" > "$csv"
 echo "bench,variant,value,unit" >> "$csv"
 printf '%-40s %14s %14s %8s\n' "benchmark ($rounds alternating rounds, best)" plain mrlease ratio
 
@@ -67,8 +70,8 @@ row() { # name unit plain mrlease higher_is_better
     ratio=$(awk -v p="$3" -v m="$4" 'BEGIN { if (p ~ /^[0-9.]+$/ && m ~ /^[0-9.]+$/ && p > 0)
                                                  printf "%.3f", m / p; else print "n/a" }')
     printf '%-40s %14s %14s %8s\n' "$1 ($2)" "$3" "$4" "$ratio"
-    echo "$1,plain,$3,$2" >> "$csv"
-    echo "$1,mrlease,$4,$2" >> "$csv"
+    echo "\"$1\",plain,$3,$2" >> "$csv"   # names may hold commas
+    echo "\"$1\",mrlease,$4,$2" >> "$csv"
 }
 
 for spec in "put_bw zcopy 65536 300 bw" "get zcopy 65536 300 bw" "am_lat short 8 2000 lat"; do
