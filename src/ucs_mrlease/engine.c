@@ -70,16 +70,12 @@ static void ucs_mrlease_monitors_close(ucs_mrlease_engine_t *engine)
     engine->monitor_mask = 0;
 }
 
-ucs_status_t ucs_mrlease_engine_create(ucs_mrlease_engine_t **engine_p)
+ucs_status_t ucs_mrlease_engine_init(ucs_mrlease_engine_t *engine)
 {
     pthread_mutexattr_t attr;
-    ucs_mrlease_engine_t *engine;
     ucs_status_t status;
     int id;
 
-    if (posix_memalign((void**)&engine, 64, sizeof(*engine)) != 0) {
-        return UCS_ERR_NO_MEMORY;
-    }
     memset(engine, 0, sizeof(*engine));
     engine->wake_fd     = -1;
     engine->dispatch_fd = -1;
@@ -134,7 +130,6 @@ ucs_status_t ucs_mrlease_engine_create(ucs_mrlease_engine_t **engine_p)
 
     ucs_debug("mrlease: engine %p created, monitors 0x%x", engine,
               engine->monitor_mask);
-    *engine_p = engine;
     return UCS_OK;
 
 err_monitors:
@@ -145,8 +140,25 @@ err_monitors:
 err_config:
     ucs_mrlease_config_release(&engine->config);
 err_free:
-    free(engine);
+    memset(engine, 0, sizeof(*engine)); /* nothing pending, ever */
     return status;
+}
+
+ucs_status_t ucs_mrlease_engine_create(ucs_mrlease_engine_t **engine_p)
+{
+    ucs_mrlease_engine_t *engine;
+    ucs_status_t status;
+
+    if (posix_memalign((void**)&engine, 64, sizeof(*engine)) != 0) {
+        return UCS_ERR_NO_MEMORY;
+    }
+    status = ucs_mrlease_engine_init(engine);
+    if (status != UCS_OK) {
+        free(engine);
+        return status;
+    }
+    *engine_p = engine;
+    return UCS_OK;
 }
 
 static int ucs_mrlease_leak_visit(ucs_mrlease_tree_node_t *node, void *arg)
@@ -155,7 +167,7 @@ static int ucs_mrlease_leak_visit(ucs_mrlease_tree_node_t *node, void *arg)
     return 0;
 }
 
-void ucs_mrlease_engine_destroy(ucs_mrlease_engine_t *engine)
+void ucs_mrlease_engine_cleanup(ucs_mrlease_engine_t *engine)
 {
     size_t leaked = 0;
 
@@ -170,6 +182,11 @@ void ucs_mrlease_engine_destroy(ucs_mrlease_engine_t *engine)
     pthread_mutex_destroy(&engine->lock);
     ucs_mrlease_queue_cleanup(&engine->queue);
     ucs_mrlease_config_release(&engine->config);
+}
+
+void ucs_mrlease_engine_destroy(ucs_mrlease_engine_t *engine)
+{
+    ucs_mrlease_engine_cleanup(engine);
     free(engine);
 }
 

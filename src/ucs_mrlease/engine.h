@@ -114,6 +114,15 @@ struct ucs_mrlease_engine {
     int                      dispatch_fd; /* eventfd, or -1 */
 };
 
+/*
+ * ucs_mrlease_engine_create()/destroy() on storage the caller owns. An owner
+ * that keeps the engine in a static object of its own reads the pending
+ * word with one RIP-relative load, and a never-initialized (zeroed) engine
+ * reads as "nothing pending". A failed init leaves the storage zeroed.
+ */
+ucs_status_t ucs_mrlease_engine_init(ucs_mrlease_engine_t *engine);
+void         ucs_mrlease_engine_cleanup(ucs_mrlease_engine_t *engine);
+
 static inline uint64_t ucs_mrlease_now_ns(void)
 {
     struct timespec ts;

@@ -16,6 +16,7 @@
 #include "ib_lease.h"
 #include "rkey_keeper.h"
 #include "mw_binder.h"
+#include "ucs_mrlease/engine.h" /* the engine's size, for our own storage */
 
 #include <ucs_mrlease/mrlease_rcache.h>
 #include <uct/api/version.h>
@@ -55,8 +56,7 @@ enum {
     IB_LEASE_STATE_ON
 };
 
-static volatile uint32_t ib_lease_never_pending;
-volatile uint32_t *ib_lease_pending = &ib_lease_never_pending;
+ucs_mrlease_engine_t ib_lease_engine_storage;
 
 ucs_mrlease_engine_t *ib_lease_engine(void)
 {
@@ -65,8 +65,13 @@ ucs_mrlease_engine_t *ib_lease_engine(void)
 
 void ib_lease_catch_up_slow(void)
 {
-    ucs_mrlease_engine_t *engine = ib_lease.engine;
+    ucs_mrlease_engine_t *engine = &ib_lease_engine_storage;
 
+    /* Monitors may raise the word while the engine is still being set up
+     * (or failing to be): touch it only once we are on. */
+    if (__atomic_load_n(&ib_lease.state, __ATOMIC_ACQUIRE) != IB_LEASE_STATE_ON) {
+        return;
+    }
     ucs_mrlease_dispatch(engine);
     if (ib_lease_keeper_unbacked) {
         ib_lease_keeper_retry();
@@ -134,12 +139,13 @@ static void ib_lease_decide(void)
     if (!ib_lease_version_ok()) {
         return;
     }
-    status = ucs_mrlease_engine_create(&ib_lease.engine);
+    status = ucs_mrlease_engine_init(&ib_lease_engine_storage);
     if (status != UCS_OK) {
         ucs_error("mrlease: libuct_ib_lease: lease engine failed (%s): "
                   "registrations are NOT kept coherent", ucs_status_string(status));
         return;
     }
+    ib_lease.engine = &ib_lease_engine_storage;
     /* UCX's rcache is thread-safe: breaks can be handled right away */
     if (ib_lease.config.async &&
         (ucs_mrlease_engine_start_dispatcher(ib_lease.engine) != UCS_OK)) {
@@ -149,10 +155,7 @@ static void ib_lease_decide(void)
     if (ib_lease.config.keep_rkeys) {
         ib_lease_keeper_enable(ib_lease.engine);
     }
-    ib_lease.state = IB_LEASE_STATE_ON;
-    __atomic_store_n(&ib_lease_pending,
-                     &((ucs_mrlease_engine_hot_t*)ib_lease.engine)->pending,
-                     __ATOMIC_RELEASE);
+    __atomic_store_n(&ib_lease.state, IB_LEASE_STATE_ON, __ATOMIC_RELEASE);
     ucs_debug("mrlease: libuct_ib_lease on, monitors 0x%x",
               ucs_mrlease_engine_monitors(ib_lease.engine));
 }

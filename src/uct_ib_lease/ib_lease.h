@@ -18,15 +18,16 @@ typedef struct ucs_ib_lease_config {
 
 ucs_status_t ucs_ib_lease_config_read(ucs_ib_lease_config_t *config);
 
-/* The engine's pending word while on; a word that is always zero while off. */
-extern volatile uint32_t *ib_lease_pending;
+/* The engine, in storage of our own (ib_lease.c): its pending word is read
+ * with one load, and it stays zero while mrlease is off (never initialized). */
+extern ucs_mrlease_engine_t ib_lease_engine_storage __attribute__((visibility("hidden")));
 
 void ib_lease_catch_up_slow(void);
 
 /* Every UCP entry point the MPI layer calls runs this first. */
 static UCS_F_ALWAYS_INLINE void ib_lease_catch_up(void)
 {
-    if (ucs_unlikely(*ib_lease_pending)) {
+    if (ucs_unlikely(((ucs_mrlease_engine_hot_t*)&ib_lease_engine_storage)->pending)) {
         ib_lease_catch_up_slow();
     }
 }

@@ -388,6 +388,25 @@ TEST_F(test_rdma, ucx_info_lists_the_ib_lease_component)
     EXPECT_EQ(std::string::npos, off.output.find("mrlease[")) << off.output;
 }
 
+/* A bad engine setting with the flag on: UCX runs exactly as without
+ * mrlease (its own "ib" component, nothing leased), and says so loudly. */
+TEST_F(test_rdma, bad_engine_config_leaves_ucx_untouched_and_says_so)
+{
+    std::map<std::string, std::string> env = {
+        {"LD_PRELOAD", builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so")},
+        {"UCX_IB_LEASE_ENABLE", "y"}, {"UCX_MRLEASE_QUEUE_LEN", "banana"}};
+    run_result r = run({"/usr/bin/ucx_info", "-d"}, env, 120);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("Invalid value for QUEUE_LEN: 'banana'"))
+        << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("registrations are NOT kept coherent"))
+        << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("# Memory domain: rxe0")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("Component: ib\n")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("Component: ib_lease")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("mrlease[")) << r.output;
+}
+
 /* Nothing changes: mrlease on must not disturb a normal job. */
 TEST_F(test_rdma, mrlease_on_without_churn)
 {
