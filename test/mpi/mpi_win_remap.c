@@ -17,6 +17,8 @@
  * wrong byte.
  */
 #define _GNU_SOURCE
+#include "raw_change.h"
+
 #include <mpi.h>
 
 #include <stdio.h>
@@ -38,26 +40,13 @@ static unsigned char byte_at(int iter, size_t i, int salt)
 
 static void change(unsigned char *buf, const char *mode)
 {
-    if (!strcmp(mode, "remap")) {
-        syscall(SYS_munmap, buf, LEN);
-        if (syscall(SYS_mmap, buf, LEN, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != (long)buf) {
-            perror("mmap");
-            MPI_Abort(MPI_COMM_WORLD, 2);
-        }
-    } else if (!strcmp(mode, "mremap")) {
-        long fresh = syscall(SYS_mmap, NULL, LEN, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        memset((void*)fresh, 0x5a, LEN);
-        if (syscall(SYS_mremap, fresh, LEN, LEN, MREMAP_MAYMOVE | MREMAP_FIXED,
-                    buf) != (long)buf) {
-            perror("mremap");
-            MPI_Abort(MPI_COMM_WORLD, 2);
-        }
-    } else if (!strcmp(mode, "dontneed")) {
-        syscall(SYS_madvise, buf, LEN, MADV_DONTNEED);
-    } else if (strcmp(mode, "none")) {
+    int ret = mrl_raw_change(buf, LEN, mode);
+
+    if ((ret == 1) && strcmp(mode, "none")) {
         fprintf(stderr, "mpi_win_remap: unknown mode %s\n", mode);
+        ret = -1;
+    }
+    if (ret < 0) {
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
 }
