@@ -83,7 +83,7 @@ ucs_status_t ucs_mrlease_engine_init(ucs_mrlease_engine_t *engine)
 
     status = ucs_mrlease_config_read(&engine->config);
     if (status != UCS_OK) {
-        goto err_free;
+        goto err_clear;
     }
 
     status = ucs_mrlease_queue_init(&engine->queue, engine->config.queue_len);
@@ -139,7 +139,7 @@ err_monitors:
     ucs_mrlease_queue_cleanup(&engine->queue);
 err_config:
     ucs_mrlease_config_release(&engine->config);
-err_free:
+err_clear:
     memset(engine, 0, sizeof(*engine)); /* nothing pending, ever */
     return status;
 }
