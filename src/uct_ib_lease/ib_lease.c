@@ -41,7 +41,6 @@ static struct {
     pthread_mutex_t       lock;
     int                   state;      /* IB_LEASE_STATE_* */
     ucs_ib_lease_config_t config;
-    ucs_mrlease_engine_t  *engine;
     rcache_create_func_t  real_create;
     rcache_get_func_t     real_get;
     rcache_destroy_func_t real_destroy;
@@ -57,11 +56,6 @@ enum {
 };
 
 ucs_mrlease_engine_t ib_lease_engine_storage;
-
-ucs_mrlease_engine_t *ib_lease_engine(void)
-{
-    return (ib_lease.state == IB_LEASE_STATE_ON) ? ib_lease.engine : NULL;
-}
 
 void ib_lease_catch_up_slow(void)
 {
@@ -145,19 +139,18 @@ static void ib_lease_decide(void)
                   "registrations are NOT kept coherent", ucs_status_string(status));
         return;
     }
-    ib_lease.engine = &ib_lease_engine_storage;
     /* UCX's rcache is thread-safe: breaks can be handled right away */
     if (ib_lease.config.async &&
-        (ucs_mrlease_engine_start_dispatcher(ib_lease.engine) != UCS_OK)) {
+        (ucs_mrlease_engine_start_dispatcher(&ib_lease_engine_storage) != UCS_OK)) {
         ucs_warn("mrlease: libuct_ib_lease: no dispatcher thread: decoherence is "
                  "handled at the next registration lookup");
     }
     if (ib_lease.config.keep_rkeys) {
-        ib_lease_keeper_enable(ib_lease.engine);
+        ib_lease_keeper_enable(&ib_lease_engine_storage);
     }
     __atomic_store_n(&ib_lease.state, IB_LEASE_STATE_ON, __ATOMIC_RELEASE);
     ucs_debug("mrlease: libuct_ib_lease on, monitors 0x%x",
-              ucs_mrlease_engine_monitors(ib_lease.engine));
+              ucs_mrlease_engine_monitors(&ib_lease_engine_storage));
 }
 
 int ib_lease_is_on(void)
@@ -218,7 +211,7 @@ ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *na
         pthread_mutex_unlock(&ib_lease.lock);
         return UCS_ERR_NO_MEMORY;
     }
-    ucs_mrlease_rcache_wrap_params(lrc, ib_lease.engine, params, &leased);
+    ucs_mrlease_rcache_wrap_params(lrc, &ib_lease_engine_storage, params, &leased);
     status = ib_lease.real_create(&leased, name, stats_parent, &lrc->rcache);
     if (status != UCS_OK) {
         free(lrc);
@@ -245,9 +238,10 @@ ucs_status_t ucs_rcache_get(ucs_rcache_t *rcache, void *address, size_t length,
         pthread_mutex_unlock(&ib_lease.lock);
         real = ib_lease.real_get;
     }
-    /* Registration path, not the fast path: a lookup costs a short scan and
-     * one load when nothing is pending. */
-    if ((ib_lease.engine != NULL) && (ib_lease_find(rcache) != NULL)) {
+    /* Registration path, not the fast path: a lookup costs a short scan (no
+     * caches are leased while mrlease is off) and one load when nothing is
+     * pending. */
+    if (ib_lease_find(rcache) != NULL) {
         ib_lease_catch_up();
     }
     return real(rcache, address, length, prot, arg, region_p);
@@ -284,7 +278,7 @@ static void __attribute__((destructor)) ib_lease_summary(void)
     if ((ib_lease.state != IB_LEASE_STATE_ON) || !ib_lease.config.summary) {
         return;
     }
-    ucs_mrlease_counters_get(ib_lease.engine, &c);
+    ucs_mrlease_counters_get(&ib_lease_engine_storage, &c);
     for (k = 0; k < UCS_MRLEASE_EV_KINDS; ++k) {
         events += c.events[k];
     }

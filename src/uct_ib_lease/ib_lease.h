@@ -47,7 +47,5 @@ int ib_lease_caller_is_uct_ib(const void *ret_addr);
 /* Decide now (once, from UCX_IB_LEASE_*) whether mrlease is on. */
 int ib_lease_is_on(void);
 
-/* The engine, once on (NULL before and when off). */
-ucs_mrlease_engine_t *ib_lease_engine(void);
 
 #endif
