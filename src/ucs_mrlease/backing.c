@@ -55,7 +55,9 @@ static ucs_mrlease_backing_type_t backing_classify(uint64_t ino, const char *pat
 {
     struct statfs sfs;
 
-    if (ino == 0) {
+    /* MAP_HUGETLB|MAP_ANONYMOUS shows a hugetlbfs inode, but nobody else
+     * can open it: anonymous memory that userfaultfd may watch. */
+    if ((ino == 0) || !strncmp(path, "/anon_hugepage", 14)) {
         return UCS_MRLEASE_BACKING_ANON;
     }
     if (!strncmp(path, "/SYSV", 5) || !strncmp(path, "/dev/zero", 9) ||
@@ -112,6 +114,10 @@ static int backing_visit(const ucs_mrlease_vma_t *vma, void *arg)
         w->backing->shared   = vma->shared;
         w->backing->writable = vma->writable;
         w->backing->dax      = backing_is_dax(vma->path);
+        w->backing->sysv     = !strncmp(vma->path, "/SYSV", 5);
+        w->backing->named    = (type != UCS_MRLEASE_BACKING_ANON) &&
+                               !w->backing->sysv &&
+                               strncmp(vma->path, "/dev/zero", 9);
         if ((w->path != NULL) && (w->max > 0)) {
             snprintf(w->path, w->max, "%s", vma->path);
         }

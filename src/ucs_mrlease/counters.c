@@ -22,6 +22,16 @@ void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
     MRL_PRINT(leases_restored);
     MRL_PRINT(leases_dead);
     MRL_PRINT(leases_unmonitored);
+    for (i = 0; i < UCS_MRLEASE_UNCOVERED_REASONS; ++i) {
+        fprintf(stream, "uncovered.%-15s %llu\n",
+                ucs_mrlease_uncovered_name(UCS_BIT(i)),
+                (unsigned long long)c->uncovered[i]);
+    }
+    for (i = 0; i < UCS_MRLEASE_UNCOVERED_REASONS; ++i) {
+        fprintf(stream, "uncached.%-16s %llu\n",
+                ucs_mrlease_uncovered_name(UCS_BIT(i)),
+                (unsigned long long)c->uncached[i]);
+    }
     MRL_PRINT(queue_overflows);
     MRL_PRINT(dispatches);
     MRL_PRINT(held_count);

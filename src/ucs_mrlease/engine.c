@@ -266,8 +266,8 @@ ucs_status_t ucs_mrlease_acquire(ucs_mrlease_engine_t *engine, void *address,
                                  size_t length, const ucs_mrlease_params_t *params,
                                  ucs_mrlease_t **lease_p)
 {
-    static int warned_unmonitored = 0;
     uintptr_t page = sysconf(_SC_PAGESIZE);
+    char path[4096];
     ucs_mrlease_t *lease;
     ucs_status_t status;
 
@@ -307,7 +307,8 @@ ucs_status_t ucs_mrlease_acquire(ucs_mrlease_engine_t *engine, void *address,
     }
 
     status = ucs_mrlease_backing_query(lease->hot.start, lease->hot.end,
-                                       &lease->backing, NULL, 0, NULL, NULL);
+                                       &lease->backing, path, sizeof(path),
+                                       NULL, NULL);
     if (status != UCS_OK) {
         goto err_free;
     }
@@ -315,17 +316,10 @@ ucs_status_t ucs_mrlease_acquire(ucs_mrlease_engine_t *engine, void *address,
     ucs_mrlease_engine_lock(engine);
     ucs_mrlease_tree_insert(&engine->tree, &lease->node);
     ucs_mrlease_arm(engine, lease);
+    ucs_mrlease_cover(lease);
     ++engine->counters.leases_acquired;
     ++engine->counters.leases_active;
-    if (!(lease->monitored & UCS_MRLEASE_RANGE_MONITORS)) {
-        ++engine->counters.leases_unmonitored;
-        if (!warned_unmonitored++) {
-            ucs_warn("mrlease: lease [0x%lx, 0x%lx) is not covered by any "
-                     "running monitor (backing %d): its decoherence cannot be "
-                     "seen (further cases are counted as leases_unmonitored)",
-                     lease->hot.start, lease->hot.end, lease->backing.type);
-        }
-    }
+    ucs_mrlease_count_uncovered(lease, path);
     ucs_mrlease_engine_unlock(engine);
 
     ucs_trace("mrlease: lease %p [0x%lx, 0x%lx) monitored by 0x%x", lease,
@@ -391,13 +385,17 @@ void ucs_mrlease_restored_locked(ucs_mrlease_t *lease, ucs_status_t status)
         ++engine->counters.leases_restored;
         ucs_mrlease_notify_restored(engine, lease);
         /* An unmap drops the kernel's userfaultfd registration with the
-         * vma: register the range's new pages. */
+         * vma: register the range's new pages, which may be of another
+         * kind than at acquire (and then covered by other monitors). */
         if (lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_UFFD)) {
             ucs_mrlease_uffd_ops.disarm(engine->monitors[UCS_MRLEASE_MONITOR_UFFD],
                                         lease);
             lease->monitored &= ~UCS_BIT(UCS_MRLEASE_MONITOR_UFFD);
         }
+        ucs_mrlease_backing_query(lease->hot.start, lease->hot.end,
+                                  &lease->backing, NULL, 0, NULL, NULL);
         ucs_mrlease_arm(engine, lease);
+        ucs_mrlease_cover(lease);
         if (lease->acc.kinds != 0) {
             /* More happened while it was broken: deliver on next progress. */
             ucs_mrlease_lease_event(lease, NULL);

@@ -153,6 +153,13 @@ void ucs_mrlease_count_held(ucs_mrlease_engine_t *engine, uint64_t ns);
 void ucs_mrlease_restored_locked(ucs_mrlease_t *lease, ucs_status_t status);
 void ucs_mrlease_free(ucs_mrlease_t *lease);
 
+/* coverage.c, engine lock held: what no armed monitor sees (returns the
+ * mask now in lease->hot.uncovered); count and warn about it at acquire. */
+unsigned ucs_mrlease_cover(ucs_mrlease_t *lease);
+void     ucs_mrlease_count_uncovered(ucs_mrlease_t *lease, const char *path);
+/* Any thread: a monitor found a reason to add or clear (FILE_OPEN). */
+void     ucs_mrlease_set_uncovered(ucs_mrlease_t *lease, unsigned reasons, int on);
+
 /* dispatch.c: queue an event for a lease found outside the tree (locked). */
 void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e);
 

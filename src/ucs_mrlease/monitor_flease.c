@@ -147,6 +147,19 @@ static int flease_is_adopted(const flease_file_t *file, uintptr_t start,
     return 0;
 }
 
+/* Leases on the file are covered only while the kernel lease is ours and
+ * no change is waiting: otherwise a registration made now could be of pages
+ * another process is about to replace (mon->lock held). */
+static void flease_cover(flease_file_t *file)
+{
+    int covered = file->leased && !file->breaking;
+    ucs_mrlease_t *lease;
+
+    ucs_list_for_each(lease, &file->leases, file_list) {
+        ucs_mrlease_set_uncovered(lease, UCS_MRLEASE_UNCOVERED_FILE_OPEN, !covered);
+    }
+}
+
 typedef struct {
     flease_file_t        *file;
     ucs_mrlease_engine_t *engine;
@@ -321,9 +334,10 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
         if (err == EAGAIN) {
             /* Someone else has it open: lease it when they let go, and tell
              * the owners then (FILE_REARM). */
-            ucs_diag("mrlease: flease: %s is open elsewhere%s: lease deferred",
-                     path, (lease->owner_fd < 0) ? "" : " (or the fd given is "
-                     "not the mapped one)");
+            ucs_diag("mrlease: flease: %s is open elsewhere%s: not covered "
+                     "until the kernel grants the lease", path,
+                     (lease->owner_fd < 0) ? "" : " (or the fd given is not "
+                     "the mapped one)");
             file->rearm = 1;
             ucs_mrlease_reader_wake(super->engine);
         } else if (err != 0) {
@@ -337,6 +351,7 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
 
     lease->file = file;
     ucs_list_add_tail(&file->leases, &lease->file_list);
+    flease_cover(file);
     pthread_mutex_unlock(&mon->lock);
     return UCS_OK;
 
@@ -368,6 +383,7 @@ static void flease_unlock(ucs_mrlease_flease_t *mon, flease_file_t *file)
     file->breaking = 0;
     file->seen     = 0;
     file->rearm    = 1;
+    flease_cover(file);
     ucs_mrlease_reader_wake(engine);
 }
 
@@ -473,6 +489,7 @@ static void flease_break(ucs_mrlease_flease_t *mon, flease_file_t *file)
     file->breaking = 1;
     file->seen     = 0;
     file->break_ns = ucs_mrlease_now_ns();
+    flease_cover(file);
     flease_push(mon, file, UCS_MRLEASE_EV_FILE_BREAK);
     ucs_mrlease_reader_wake(mon->super.engine); /* start the stall clock */
 }
@@ -539,6 +556,7 @@ static int flease_timer(ucs_mrlease_monitor_t *super)
         err = flease_take(mon, file);
         if (err == 0) {
             file->rearm = 0;
+            flease_cover(file);
             flease_push(mon, file, UCS_MRLEASE_EV_FILE_REARM);
         } else if (err == EAGAIN) {
             next = ((next < 0) || (mon->rearm_ms < next)) ? mon->rearm_ms : next;

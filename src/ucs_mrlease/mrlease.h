@@ -84,6 +84,8 @@ typedef enum {
 
 typedef struct ucs_mrlease_backing {
     ucs_mrlease_backing_type_t type;
+    int                        sysv;     /**< a SysV shared memory segment */
+    int                        named;    /**< a file others can open: tmpfs or disk */
     uint64_t                   dev;
     uint64_t                   ino;
     uint64_t                   offset;   /**< file offset of the lease start */
@@ -118,7 +120,30 @@ typedef struct ucs_mrlease_hot {
     volatile uint64_t generation; /**< bumped when the lease breaks */
     uintptr_t         start;
     uintptr_t         end;
+    volatile unsigned uncovered;  /**< ucs_mrlease_uncovered_t mask */
 } ucs_mrlease_hot_t;
+
+/**
+ * Why no running monitor can vouch for every way a lease's memory can
+ * change. A registration is served from a cache only while this is 0:
+ * otherwise it is registered for its use and dropped after.
+ */
+typedef enum {
+    /** this process's own munmap/mremap/madvise by raw syscall would go
+     *  unseen: userfaultfd does not watch the range (a disk file, hugetlb
+     *  without support, several mappings, another userfaultfd, uffd off) */
+    UCS_MRLEASE_UNCOVERED_RANGE     = UCS_BIT(0),
+    /** SysV shared memory: shmdt by raw syscall goes unseen */
+    UCS_MRLEASE_UNCOVERED_SHMDT     = UCS_BIT(1),
+    /** the file is open elsewhere (the application's own descriptor, or
+     *  another process maps it): the kernel refuses the file lease, so
+     *  another process's truncate or write would go unseen */
+    UCS_MRLEASE_UNCOVERED_FILE_OPEN = UCS_BIT(2),
+    /** a file mapping that no file lease can watch (a private mapping,
+     *  flease off, or the lease refused for another reason) */
+    UCS_MRLEASE_UNCOVERED_FILE      = UCS_BIT(3),
+    UCS_MRLEASE_UNCOVERED_REASONS   = 4
+} ucs_mrlease_uncovered_t;
 
 typedef struct ucs_mrlease_counters {
     uint64_t events[UCS_MRLEASE_EV_KINDS];          /**< queued, by kind */
@@ -128,7 +153,10 @@ typedef struct ucs_mrlease_counters {
     uint64_t leases_broken;      /**< callbacks delivered */
     uint64_t leases_restored;
     uint64_t leases_dead;        /**< owner could not restore */
-    uint64_t leases_unmonitored; /**< acquired with no range monitor covering them */
+    uint64_t leases_unmonitored; /**< acquired with a change no monitor could see */
+    uint64_t uncovered[UCS_MRLEASE_UNCOVERED_REASONS]; /**< ...by reason */
+    uint64_t uncached[UCS_MRLEASE_UNCOVERED_REASONS];  /**< registrations served
+                                       uncached by reason (ucs_mrlease_note_uncached) */
     uint64_t queue_overflows;    /**< events coalesced to a full invalidation */
     uint64_t dispatches;
     uint64_t held_count;         /**< changers the kernel held for us */
@@ -179,6 +207,14 @@ void         ucs_mrlease_restored(ucs_mrlease_t *lease, ucs_status_t status);
 unsigned     ucs_mrlease_monitored_by(const ucs_mrlease_t *lease);
 const ucs_mrlease_backing_t *ucs_mrlease_backing(const ucs_mrlease_t *lease);
 
+/** Why no running monitor vouches for the lease (ucs_mrlease_uncovered_t
+ * mask; 0: a registration of it may be cached). */
+unsigned     ucs_mrlease_uncovered(const ucs_mrlease_t *lease);
+const char  *ucs_mrlease_uncovered_name(ucs_mrlease_uncovered_t reason);
+/** An owner served a registration of the lease without caching it: count
+ * it under each of the lease's reasons. */
+void         ucs_mrlease_note_uncached(ucs_mrlease_t *lease);
+
 /** Queue an event for [address, address+length) as if a monitor had seen it. */
 ucs_status_t ucs_mrlease_inject(ucs_mrlease_engine_t *engine, void *address,
                                 size_t length, unsigned kinds);
@@ -209,6 +245,13 @@ static UCS_F_ALWAYS_INLINE uint64_t
 ucs_mrlease_generation(const ucs_mrlease_t *lease)
 {
     return ((const ucs_mrlease_hot_t*)lease)->generation;
+}
+
+/** A registration of the lease may be served from a cache: one load. */
+static UCS_F_ALWAYS_INLINE int
+ucs_mrlease_cacheable(const ucs_mrlease_t *lease)
+{
+    return !((const ucs_mrlease_hot_t*)lease)->uncovered;
 }
 
 #pragma GCC visibility pop

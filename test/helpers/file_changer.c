@@ -7,12 +7,17 @@
  *   file_changer regrow PATH SIZE        open(O_RDWR), ftruncate to 0, then SIZE,
  *                                        then write a marker page at offset 0
  * Prints "waited_ns N" (the time of the first blocking call) on stdout.
+ *
+ *   file_changer map PATH SIZE           another mapper: mmap MAP_SHARED, close
+ *                                        the fd, print "mapped", and hold the
+ *                                        mapping until killed
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +28,29 @@ static unsigned long long now_ns(void)
     return ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+static int hold_mapping(const char *path, long size)
+{
+    void *p;
+    int fd;
+
+    fd = open(path, O_RDWR);
+    if (fd < 0) {
+        perror("open");
+        return 1;
+    }
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    printf("mapped\n");
+    fflush(stdout);
+    for (;;) {
+        pause();
+    }
+}
+
 int main(int argc, char **argv)
 {
     unsigned long long t0, waited;
@@ -31,10 +59,13 @@ int main(int argc, char **argv)
     int fd;
 
     if (argc != 4) {
-        fprintf(stderr, "usage: file_changer truncate|ftruncate|regrow PATH SIZE\n");
+        fprintf(stderr, "usage: file_changer truncate|ftruncate|regrow|map PATH SIZE\n");
         return 2;
     }
     size = atol(argv[3]);
+    if (!strcmp(argv[1], "map")) {
+        return hold_mapping(argv[2], size);
+    }
     t0   = now_ns();
     if (!strcmp(argv[1], "truncate")) {
         if (truncate(argv[2], size) < 0) {
