@@ -8,6 +8,11 @@
  * flight keep their reference and complete; the next lookup registers the
  * range again on its new pages; when the last reference goes, the region is
  * deregistered and the lease released.
+ *
+ * A registration is served from the cache only while a running monitor can
+ * vouch for every way its memory can change (ucs_mrlease_cacheable()).
+ * Otherwise it is registered for its use and dropped when the last user
+ * puts it, and counted (ucs_mrlease_counters_t.uncached).
  */
 #ifndef UCS_MRLEASE_RCACHE_H_
 #define UCS_MRLEASE_RCACHE_H_
@@ -31,6 +36,7 @@ typedef struct ucs_mrlease_rcache {
     size_t               lease_offset; /* where a region keeps its lease */
     uint64_t             invalidations;
     uint64_t             lease_failures;
+    uint64_t             uncached;     /* lookups served without caching */
 } ucs_mrlease_rcache_t;
 
 /**
@@ -55,13 +61,28 @@ void ucs_mrlease_rcache_destroy(ucs_mrlease_rcache_t *lrc);
 ucs_mrlease_t *ucs_mrlease_rcache_region_lease(ucs_mrlease_rcache_t *lrc,
                                                ucs_rcache_region_t *region);
 
-/** ucs_rcache_get(), made coherent: pending decoherence is handled first. */
+/**
+ * A region ucs_rcache_get() just returned: if no running monitor vouches
+ * for its memory, take it out of the cache now (the caller keeps its
+ * reference; the last put deregisters it).
+ */
+void ucs_mrlease_rcache_served(ucs_mrlease_rcache_t *lrc,
+                               ucs_rcache_region_t *region);
+
+/** ucs_rcache_get(), made coherent: pending decoherence is handled first,
+ * and a region nobody can vouch for is not kept in the cache. */
 static UCS_F_ALWAYS_INLINE ucs_status_t
 ucs_mrlease_rcache_get(ucs_mrlease_rcache_t *lrc, void *address, size_t length,
                        int prot, void *arg, ucs_rcache_region_t **region_p)
 {
+    ucs_status_t status;
+
     ucs_mrlease_progress(lrc->engine);
-    return ucs_rcache_get(lrc->rcache, address, length, prot, arg, region_p);
+    status = ucs_rcache_get(lrc->rcache, address, length, prot, arg, region_p);
+    if (status == UCS_OK) {
+        ucs_mrlease_rcache_served(lrc, *region_p);
+    }
+    return status;
 }
 
 static UCS_F_ALWAYS_INLINE void

@@ -49,6 +49,19 @@ static ucs_status_t lrc_break(ucs_mrlease_t *lease, const ucs_mrlease_event_t *e
     return UCS_INPROGRESS;
 }
 
+void ucs_mrlease_rcache_served(ucs_mrlease_rcache_t *lrc,
+                               ucs_rcache_region_t *region)
+{
+    ucs_mrlease_t *lease = lrc_trailer(lrc, region)->lease;
+
+    if ((lease == NULL) || ucs_mrlease_cacheable(lease)) {
+        return;
+    }
+    __atomic_add_fetch(&lrc->uncached, 1, __ATOMIC_RELAXED);
+    ucs_mrlease_note_uncached(lease);
+    ucs_rcache_region_invalidate(lrc->rcache, region, lrc_invalidated, NULL);
+}
+
 static ucs_status_t lrc_mem_reg(void *context, ucs_rcache_t *rcache, void *arg,
                                 ucs_rcache_region_t *region, uint16_t flags)
 {

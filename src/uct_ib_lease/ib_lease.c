@@ -238,13 +238,23 @@ ucs_status_t ucs_rcache_get(ucs_rcache_t *rcache, void *address, size_t length,
         pthread_mutex_unlock(&ib_lease.lock);
         real = ib_lease.real_get;
     }
+    ucs_mrlease_rcache_t *lrc;
+    ucs_status_t status;
+
     /* Registration path, not the fast path: a lookup costs a short scan (no
      * caches are leased while mrlease is off) and one load when nothing is
      * pending. */
-    if (ib_lease_find(rcache) != NULL) {
-        ib_lease_catch_up();
+    lrc = ib_lease_find(rcache);
+    if (lrc == NULL) {
+        return real(rcache, address, length, prot, arg, region_p);
     }
-    return real(rcache, address, length, prot, arg, region_p);
+    ib_lease_catch_up();
+    status = real(rcache, address, length, prot, arg, region_p);
+    if (status == UCS_OK) {
+        /* memory no monitor can vouch for is registered for this use only */
+        ucs_mrlease_rcache_served(lrc, *region_p);
+    }
+    return status;
 }
 
 void ucs_rcache_destroy(ucs_rcache_t *rcache)
@@ -265,6 +275,27 @@ void ucs_rcache_destroy(ucs_rcache_t *rcache)
     pthread_mutex_unlock(&ib_lease.lock);
     ib_lease.real_destroy(rcache);
     free(lrc);
+}
+
+/* What was registered without caching, and why (one line, if any). */
+static void ib_lease_summary_uncached(const ucs_mrlease_counters_t *c)
+{
+    char why[256] = "";
+    size_t len    = 0;
+    unsigned i;
+
+    for (i = 0; i < UCS_MRLEASE_UNCOVERED_REASONS; ++i) {
+        if (c->uncached[i] > 0) {
+            len += snprintf(why + len, sizeof(why) - len, "%s%s %llu",
+                            len ? ", " : "", ucs_mrlease_uncovered_name(UCS_BIT(i)),
+                            (unsigned long long)c->uncached[i]);
+        }
+    }
+    if (len > 0) {
+        fprintf(stderr, "mrlease[%d]: registrations NOT cached (no monitor can "
+                "vouch for their memory; registered for each use): %s\n",
+                (int)getpid(), why);
+    }
 }
 
 /* One line per process at exit: what was caught and healed. */
@@ -290,6 +321,7 @@ static void __attribute__((destructor)) ib_lease_summary(void)
             (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_FLEASE],
             (unsigned long long)c.leases_broken, (unsigned long long)c.leases_restored,
             (unsigned long long)c.leases_dead, (unsigned long long)c.leases_active);
+    ib_lease_summary_uncached(&c);
     if (ib_lease.config.keep_rkeys) {
         ib_lease_keeper_counters_get(&kc);
         fprintf(stderr, "mrlease[%d]: remote keys: %llu kept through memory windows, "
