@@ -2,12 +2,14 @@
  * mrlease-ctl: talk to a running process's lease engine.
  *
  *   mrlease-ctl config                         UCX_MRLEASE_* variables and values
+ *                                              (exit 1 if a value is invalid)
  *   mrlease-ctl PID[.N] counters               the engine's counters
  *   mrlease-ctl PID[.N] inject ADDR LEN [KINDS] inject decoherence (KINDS: unmap,
  *                                              remap,remove,fork,file_break,...)
  */
 #define _GNU_SOURCE
 #include <ucs_mrlease/mrlease.h>
+#include <ucs_mrlease/engine_config.h>
 
 #include <errno.h>
 #include <poll.h>
@@ -28,6 +30,29 @@ static int usage(void)
     return 2;
 }
 
+/* Print the configuration; 1 if the library marked a value invalid. */
+static int print_config(void)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f;
+    int bad;
+
+    f = open_memstream(&text, &size);
+    if (f == NULL) {
+        perror("mrlease-ctl: open_memstream");
+        return 1;
+    }
+    ucs_mrlease_config_print(f);
+    fclose(f);
+    fputs(text, stdout);
+    bad = (strncmp(text, UCS_MRLEASE_CONFIG_ERROR_MARK,
+                   strlen(UCS_MRLEASE_CONFIG_ERROR_MARK)) == 0) ||
+          (strstr(text, "\n" UCS_MRLEASE_CONFIG_ERROR_MARK) != NULL);
+    free(text);
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
     struct sockaddr_un addr, self;
@@ -38,8 +63,7 @@ int main(int argc, char **argv)
     int sock, pid, idx = 0, ret;
 
     if ((argc == 2) && !strcmp(argv[1], "config")) {
-        ucs_mrlease_config_print(stdout);
-        return 0;
+        return print_config();
     }
     if ((argc < 3) || (sscanf(argv[1], "%d.%d", &pid, &idx) < 1) || (pid <= 0)) {
         return usage();

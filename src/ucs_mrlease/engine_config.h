@@ -19,7 +19,17 @@ typedef struct ucs_mrlease_config {
 
 extern ucs_config_field_t ucs_mrlease_config_table[];
 
-/* Fill from the environment; a bad value is an error naming the variable. */
+/* Starts the line that ucs_mrlease_config_print() adds when a value is bad;
+ * mrlease-ctl config exits non-zero when it sees it. */
+#define UCS_MRLEASE_CONFIG_ERROR_MARK "# ERROR:"
+
+/*
+ * Fill from the environment (and ucx.conf). A bad value is an error naming
+ * the variable, the value and the accepted range; on success every number is
+ * within the range documented in engine_config.c (queue_len 16..2^20,
+ * flease_signal SIGRTMIN..SIGRTMAX, rearm interval 1 ms..10 s, stall timeout
+ * 1 ms..1 h), so converting them to ms or ns cannot overflow.
+ */
 ucs_status_t ucs_mrlease_config_read(ucs_mrlease_config_t *config);
 void         ucs_mrlease_config_release(ucs_mrlease_config_t *config);
 

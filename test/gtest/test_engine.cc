@@ -1,6 +1,6 @@
 /*
- * Engine semantics: configuration, dispatch and coalescing, the owner's
- * restore protocol, overflow, scale.
+ * Engine semantics: monitor selection, dispatch and coalescing, the owner's
+ * restore protocol, overflow, scale (bad configuration: test_config.cc).
  */
 #include "mrlease_test.h"
 
@@ -12,37 +12,6 @@ using namespace mrl;
 
 class test_engine : public test_mrlease {
 };
-
-/* Bad values are refused with a message naming the variable. */
-TEST_F(test_engine, bad_config_values)
-{
-    struct {
-        const char *var, *value, *must_mention;
-    } cases[] = {
-        {"UCX_MRLEASE_MONITORS", "uffd,bogus", "MONITORS"},
-        {"UCX_MRLEASE_QUEUE_LEN", "3", "UCX_MRLEASE_QUEUE_LEN"},
-        {"UCX_MRLEASE_QUEUE_LEN", "many", "QUEUE_LEN"},
-        {"UCX_MRLEASE_FLEASE_SIGNAL", "SIGUSR1", "UCX_MRLEASE_FLEASE_SIGNAL"},
-        {"UCX_MRLEASE_FLEASE_ADOPT", "perhaps", "FLEASE_ADOPT"},
-        {"UCX_MRLEASE_FLEASE_REARM_INTERVAL", "-5ms", "REARM_INTERVAL"},
-    };
-
-    for (auto &c : cases) {
-        env_guard env(std::map<std::string, std::string>{{c.var, c.value}});
-        ucs_mrlease_engine_t *engine = NULL;
-        testing::internal::CaptureStdout();
-        testing::internal::CaptureStderr();
-        ucs_status_t status = ucs_mrlease_engine_create(&engine);
-        std::string out = testing::internal::GetCapturedStdout() +
-                          testing::internal::GetCapturedStderr();
-        EXPECT_EQ(UCS_ERR_INVALID_PARAM, status) << c.var << "=" << c.value;
-        EXPECT_NE(std::string::npos, out.find(c.must_mention))
-            << c.var << "=" << c.value << " printed: " << out;
-        if (status == UCS_OK) {
-            ucs_mrlease_engine_destroy(engine);
-        }
-    }
-}
 
 TEST_F(test_engine, monitors_selected_by_config)
 {
