@@ -320,7 +320,8 @@ ucs_config_field_t ucs_mrlease_config_table[] = {
 
     {"CTL_SOCKET", "y",
      "Listen on the abstract socket @mrlease.<pid> for mrlease-ctl (inject,\n"
-     "counters). Only the same user or root is answered.",
+     "counters). Only the same user or root is answered. If another process\n"
+     "holds the name, the engine warns and runs without the socket.",
      offsetof(ucs_mrlease_config_t, ctl_socket), MRL_TYPE_BOOL(&mrl_arg_CTL_SOCKET)},
 
     {NULL}

@@ -2,7 +2,9 @@
  * inject monitor: decoherence on request, from ucs_mrlease_inject() or from
  * an operator through the abstract datagram socket @mrlease.<pid>[.<n>]
  * (see mrlease-ctl). Requests carry the sender's credentials: only the same
- * user or root is answered.
+ * user or root is answered. Replies carry ours, which mrlease-ctl checks. A
+ * name taken by another process is not replaced by another: the engine
+ * warns and runs without the socket.
  *
  * Protocol, one datagram each way:
  *   "inject <hex address> <length> [kind,kind...]" -> "ok" or "error: ..."
@@ -12,6 +14,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,7 +26,40 @@
 typedef struct {
     ucs_mrlease_monitor_t super;
     int                   sock;
+    int                   name_idx; /* of this process's names, or -1 */
 } ucs_mrlease_inject_t;
+
+/* Names @mrlease.<pid>[.<n>] held by this process's engines: the lowest
+ * free one is the engine's, so that mrlease-ctl PID.N finds it. */
+static pthread_mutex_t inject_names_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t        inject_names_used;
+static pid_t           inject_names_pid;
+
+static int inject_name_claim(void)
+{
+    int n = -1;
+
+    pthread_mutex_lock(&inject_names_lock);
+    if (inject_names_pid != getpid()) { /* a forked child holds none */
+        inject_names_pid  = getpid();
+        inject_names_used = 0;
+    }
+    if (~inject_names_used != 0) {
+        n = __builtin_ctzll(~inject_names_used);
+        inject_names_used |= UCS_BIT(n);
+    }
+    pthread_mutex_unlock(&inject_names_lock);
+    return n;
+}
+
+static void inject_name_drop(int n)
+{
+    pthread_mutex_lock(&inject_names_lock);
+    if ((n >= 0) && (inject_names_pid == getpid())) {
+        inject_names_used &= ~UCS_BIT(n);
+    }
+    pthread_mutex_unlock(&inject_names_lock);
+}
 
 static ucs_status_t inject_open(ucs_mrlease_engine_t *engine,
                                 ucs_mrlease_monitor_t **mon_p)
@@ -31,7 +67,7 @@ static ucs_status_t inject_open(ucs_mrlease_engine_t *engine,
     ucs_mrlease_inject_t *mon;
     struct sockaddr_un addr;
     socklen_t len;
-    int one = 1, n;
+    int one = 1;
 
     mon = calloc(1, sizeof(*mon));
     if (mon == NULL) {
@@ -39,10 +75,23 @@ static ucs_status_t inject_open(ucs_mrlease_engine_t *engine,
     }
     mon->super.engine = engine;
     mon->sock         = -1;
+    mon->name_idx     = -1;
     *mon_p            = &mon->super;
     if (!engine->config.ctl_socket) {
         return UCS_OK;
     }
+
+    mon->name_idx = inject_name_claim();
+    if (mon->name_idx < 0) {
+        ucs_warn("mrlease: inject: %d engines in this process already have a "
+                 "control socket; this one runs without", INJECT_MAX_ENGINES);
+        return UCS_OK;
+    }
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1,
+                   mon->name_idx ? "mrlease.%d.%d" : "mrlease.%d", (int)getpid(),
+                   mon->name_idx);
 
     mon->sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if ((mon->sock < 0) ||
@@ -50,22 +99,25 @@ static ucs_status_t inject_open(ucs_mrlease_engine_t *engine,
         ucs_warn("mrlease: inject: control socket unavailable: %m");
         goto no_socket;
     }
-    /* Several engines in one process get .1, .2, ... */
-    for (n = 0; n < INJECT_MAX_ENGINES; ++n) {
-        memset(&addr, 0, sizeof(addr));
-        addr.sun_family = AF_UNIX;
-        len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1,
-                       n ? "mrlease.%d.%d" : "mrlease.%d", (int)getpid(), n);
-        if (bind(mon->sock, (struct sockaddr*)&addr,
-                 offsetof(struct sockaddr_un, sun_path) + 1 + len) == 0) {
-            ucs_debug("mrlease: control socket @%s", addr.sun_path + 1);
-            return UCS_OK;
-        }
-        if (errno != EADDRINUSE) {
-            break;
-        }
+    if (bind(mon->sock, (struct sockaddr*)&addr,
+             offsetof(struct sockaddr_un, sun_path) + 1 + len) == 0) {
+        ucs_debug("mrlease: control socket @%s", addr.sun_path + 1);
+        return UCS_OK;
     }
-    ucs_warn("mrlease: inject: cannot bind the control socket: %m");
+    if (errno == EADDRINUSE) {
+        /* Not ours: moving to another name would hand ours to whoever took
+         * it, and mrlease-ctl would talk to them. */
+        ucs_warn("mrlease: CONTROL SOCKET NAME TAKEN: another process holds "
+                 "@%s (find it with 'ss -xlp | grep %s'); this engine runs "
+                 "WITHOUT its control socket, and 'mrlease-ctl %s' refuses to "
+                 "talk to the other process. Stop that process, or set "
+                 "UCX_MRLEASE_CTL_SOCKET=n to run without the socket quietly.",
+                 addr.sun_path + 1, addr.sun_path + 1,
+                 addr.sun_path + 1 + strlen("mrlease."));
+    } else {
+        ucs_warn("mrlease: inject: cannot bind the control socket @%s: %m",
+                 addr.sun_path + 1);
+    }
 no_socket:
     if (mon->sock >= 0) {
         close(mon->sock);
@@ -81,6 +133,7 @@ static void inject_close(ucs_mrlease_monitor_t *super)
     if (mon->sock >= 0) {
         close(mon->sock);
     }
+    inject_name_drop(mon->name_idx);
     free(mon);
 }
 

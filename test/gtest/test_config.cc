@@ -1,13 +1,22 @@
 /*
  * UCX_MRLEASE_* configuration: every bad value stops engine creation with an
- * error naming the variable, the value and the accepted range.
+ * error naming the variable, the value and the accepted range; the control
+ * socket's name cannot be taken over by another process.
  */
 #include "mrlease_test.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
+#include <thread>
 #include <sstream>
 
 using namespace mrl;
@@ -190,3 +199,222 @@ TEST_F(test_config, ctl_config_shows_values_and_fails_on_bad_ones)
     EXPECT_NE(std::string::npos, r.output.find("# ERROR:")) << r.output;
 }
 
+/* --- the control socket's name, taken by another process ------------------ */
+
+static std::string self_exe()
+{
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    buf[(n > 0) ? n : 0] = '\0';
+    return buf;
+}
+
+static bool wait_file(const std::string &path, double timeout_s = 20)
+{
+    for (double end = now_s() + timeout_s; now_s() < end; usleep(10000)) {
+        if (access(path.c_str(), F_OK) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void touch(const std::string &path)
+{
+    close(open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+}
+
+static socklen_t abstract_addr(const std::string &name, struct sockaddr_un *addr)
+{
+    memset(addr, 0, sizeof(*addr));
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path + 1, name.data(), name.size());
+    return offsetof(struct sockaddr_un, sun_path) + 1 + name.size();
+}
+
+static int bind_abstract(const std::string &name)
+{
+    struct sockaddr_un addr;
+    socklen_t len = abstract_addr(name, &addr);
+    int sock      = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    if ((sock >= 0) && (bind(sock, (struct sockaddr*)&addr, len) < 0)) {
+        close(sock);
+        return -1;
+    }
+    return sock;
+}
+
+/* Answer requests on sock like an engine would, until dir/done exists (or
+ * dir is gone). */
+static void squat_answer(int sock, const std::string &dir)
+{
+    const std::string stop = dir + "/done";
+    const char fake[] = "leases_broken 4242 (squatter)";
+    struct sockaddr_un from;
+    char buf[512];
+
+    for (double end = now_s() + 60; (now_s() < end) && (access(stop.c_str(), F_OK) != 0) &&
+                                      (access(dir.c_str(), F_OK) == 0);) {
+        struct pollfd pfd = {sock, POLLIN, 0};
+        if (poll(&pfd, 1, 50) <= 0) {
+            continue;
+        }
+        socklen_t flen = sizeof(from);
+        if (recvfrom(sock, buf, sizeof(buf), 0, (struct sockaddr*)&from, &flen) >= 0) {
+            sendto(sock, fake, strlen(fake), 0, (struct sockaddr*)&from, flen);
+        }
+    }
+}
+
+static bool proc_net_unix_has(const std::string &name)
+{
+    std::ifstream f("/proc/net/unix");
+    std::string line;
+    while (std::getline(f, line)) {
+        if ((line.size() > name.size() + 1) &&
+            (line.compare(line.size() - name.size() - 1, std::string::npos,
+                          "@" + name) == 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A copy of this binary in dir, executable by anyone (the build tree may be
+ * private). */
+static std::string copy_self(const std::string &dir)
+{
+    std::string exe = dir + "/gtest";
+    run({"/bin/cp", self_exe(), exe});
+    chmod(exe.c_str(), 0755);
+    return exe;
+}
+
+static pid_t spawn_child(const std::vector<std::string> &argv, const std::string &role,
+                         const std::string &dir, int *fd)
+{
+    env_guard env({{"MRL_CHILD", role}, {"MRL_DIR", dir}, {"GTEST_OUTPUT", ""},
+                   {"HOME", "/tmp"}});
+    return spawn(argv, fd);
+}
+
+static std::vector<std::string> child_argv(const std::string &exe, const char *test)
+{
+    return {exe, std::string("--gtest_filter=test_config.") + test,
+            "--gtest_also_run_disabled_tests"};
+}
+
+/*
+ * Start an engine child, let squat(pid) take its name, then let the engine
+ * start: it must warn and stay off the name (it used to move to
+ * @mrlease.<pid>.1 silently), and mrlease-ctl must refuse the squatter's
+ * answer (it used to print it).
+ */
+static void check_squatted(const std::function<void(pid_t, const std::string&)> &squat,
+                           const std::string &squatter_uid)
+{
+    char dir[] = "/tmp/mrlease-squat-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(dir));
+    chmod(dir, 0755);
+    std::string exe = copy_self(dir);
+    int efd;
+    pid_t epid = spawn_child(child_argv(exe, "DISABLED_squatted_engine_child"),
+                             "squatted", dir, &efd);
+    ASSERT_GT(epid, 0);
+    std::string name = "mrlease." + std::to_string(epid);
+
+    squat(epid, dir);
+    EXPECT_TRUE(proc_net_unix_has(name)) << "the squatter did not bind @" << name;
+    touch(std::string(dir) + "/go");
+    EXPECT_TRUE(wait_file(std::string(dir) + "/ready")) << "the engine did not start";
+
+    int cfd;
+    pid_t cpid = spawn({builddir_path("src/tools/mrlease-ctl"), std::to_string(epid),
+                        "counters"}, &cfd);
+    run_result ctl = wait_for(cpid, cfd, 20);
+    EXPECT_EQ(1, ctl.status) << ctl.output;
+    EXPECT_NE(std::string::npos, ctl.output.find("REFUSED")) << ctl.output;
+    EXPECT_NE(std::string::npos, ctl.output.find("not by process " +
+                                                 std::to_string(epid))) << ctl.output;
+    EXPECT_NE(std::string::npos, ctl.output.find("(uid " + squatter_uid + ")"))
+        << ctl.output;
+    EXPECT_EQ(std::string::npos, ctl.output.find("4242")) << ctl.output;
+
+    touch(std::string(dir) + "/done");
+    run_result eng = wait_for(epid, efd, 30);
+    EXPECT_EQ(0, eng.status) << eng.output;
+    EXPECT_NE(std::string::npos, eng.output.find("[  PASSED  ] 1 test")) << eng.output;
+    run({"/bin/rm", "-rf", dir});
+}
+
+/* The squatter is this (root) test process: the name bound before the
+ * engine starts, its answers sent from here. */
+TEST_F(test_config, ctl_socket_squatted_by_same_user)
+{
+    int sock = -1;
+    std::thread answer;
+    check_squatted([&](pid_t epid, const std::string &dir) {
+        sock = bind_abstract("mrlease." + std::to_string(epid));
+        ASSERT_GE(sock, 0) << strerror(errno);
+        answer = std::thread(squat_answer, sock, dir);
+    }, std::to_string(getuid()));
+    if (answer.joinable()) {
+        answer.join();
+    }
+    close(sock);
+}
+
+/* The squatter is an unprivileged process (user nobody). */
+TEST_F(test_config, ctl_socket_squatted_by_other_user)
+{
+    if (!is_root()) {
+        GTEST_SKIP() << "SKIPPED LOUDLY: needs root to switch to user nobody";
+    }
+    int sfd     = -1;
+    pid_t spid  = -1;
+    check_squatted([&](pid_t epid, const std::string &dir) {
+        env_guard env({{"MRL_SQUAT_NAME", "mrlease." + std::to_string(epid)}});
+        spid = spawn_child({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                            "--clear-groups", "--", dir + "/gtest",
+                            "--gtest_filter=test_config.DISABLED_squatter_child",
+                            "--gtest_also_run_disabled_tests"}, "squatter", dir, &sfd);
+        ASSERT_GT(spid, 0);
+        for (double end = now_s() + 20; /* it cannot write to dir */
+             !proc_net_unix_has("mrlease." + std::to_string(epid)) && (now_s() < end);) {
+            usleep(10000);
+        }
+    }, "65534");
+    if (spid > 0) {
+        run_result s = wait_for(spid, sfd, 30);
+        EXPECT_EQ(0, s.status) << s.output;
+    }
+}
+
+/* Disabled: run by the tests above, as their children. */
+TEST_F(test_config, DISABLED_squatted_engine_child)
+{
+    const char *dir = getenv("MRL_DIR");
+    ASSERT_TRUE((getenv("MRL_CHILD") != NULL) && (dir != NULL));
+    ASSERT_TRUE(wait_file(std::string(dir) + "/go"));
+    std::string log, name = "mrlease." + std::to_string(getpid());
+    ASSERT_EQ(UCS_OK, create_logged("inject", {}, &log));
+    EXPECT_NE(std::string::npos, log.find("another process holds @" + name)) << log;
+    EXPECT_NE(std::string::npos, log.find("UCX_MRLEASE_CTL_SOCKET=n")) << log;
+    EXPECT_FALSE(proc_net_unix_has(name + ".1")) << "the engine moved to another name";
+    char buf[64];
+    EXPECT_EQ(UCS_OK, ucs_mrlease_inject(m_engine, buf, sizeof(buf),
+                                         UCS_MRLEASE_EV_UNMAP)) << "the API still works";
+    touch(std::string(dir) + "/ready");
+    EXPECT_TRUE(wait_file(std::string(dir) + "/done", 30));
+}
+
+TEST_F(test_config, DISABLED_squatter_child)
+{
+    const char *dir = getenv("MRL_DIR"), *name = getenv("MRL_SQUAT_NAME");
+    ASSERT_TRUE((dir != NULL) && (name != NULL));
+    int sock = bind_abstract(name);
+    ASSERT_GE(sock, 0) << strerror(errno);
+    squat_answer(sock, dir);
+    close(sock);
+}
