@@ -51,6 +51,28 @@ TEST(guest_run, project_below_a_guest_tmpfs)
     run({"/bin/rm", "-rf", dir});
     EXPECT_EQ(3, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("project visible")) << r.output;
+    /* it is visible: no complaint that it could not be kept */
+    EXPECT_EQ(std::string::npos, r.output.find("cannot keep")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("mrlease-guest:")) << r.output;
+}
+
+/* --share DIR below /tmp, which the guest's own tmpfs covers: the guest
+ * writes there and the host sees it. */
+TEST(guest_run, share_below_a_guest_tmpfs)
+{
+    char dir[] = "/tmp/mrlease-share-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(dir));
+    std::string file = std::string(dir) + "/from-the-guest";
+    run_result r = run({guest_run(), "--rxe", "0", "--share", dir, "--", "/bin/sh", "-c",
+                        "echo written in $(hostname) > " + file + " && echo share written"},
+                       {}, 300);
+    run_result seen = run({"/bin/cat", file});
+    run({"/bin/rm", "-rf", dir});
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("share written")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("mrlease-guest:")) << r.output;
+    EXPECT_EQ(0, seen.status) << seen.output;
+    EXPECT_EQ("written in mrlease-guest\n", seen.output);
 }
 
 TEST(guest_run, hang_is_timed_out_with_log)
