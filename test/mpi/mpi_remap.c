@@ -14,6 +14,12 @@
  *           none      no change (control)
  *     SIDE: recv | send | both: whose buffer changes, on every other iteration
  *     FILE_PREFIX: buffers are MAP_SHARED mappings of FILE_PREFIX.<rank>
+ *   Environment, with FILE_PREFIX:
+ *     MRL_KEEP_FD=1      keep the buffer's file descriptor open (as many
+ *                        applications do) instead of closing it after mmap
+ *     MRL_SHARED_FILE=1  every rank maps its own 1 MiB of one file,
+ *                        FILE_PREFIX (node-local shared buffers): a regrow
+ *                        by rank 1 changes rank 0's buffer too
  *
  * Rank 0 sends 1 MiB (rendezvous: RDMA from/to registered memory) to rank 1.
  * Prints "mpi_remap: ... N wrong bytes" from rank 1; exits 1 on a wrong byte.
@@ -35,6 +41,7 @@
 
 extern char **environ;
 static char file_path[4096];
+static size_t file_len;
 
 #define LEN (1 << 20)
 
@@ -71,7 +78,7 @@ static void change(unsigned char *buf, const char *mode)
         pid_t pid;
         int status;
 
-        snprintf(size, sizeof(size), "%d", LEN);
+        snprintf(size, sizeof(size), "%zu", file_len);
         /* posix_spawn, not fork: no fork event, no atfork purge */
         if ((changer == NULL) || file_path[0] == '\0' ||
             posix_spawn(&pid, changer, NULL, NULL, argv, environ) != 0) {
@@ -101,15 +108,31 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     if (argc > 4) {
-        int fd;
-        snprintf(file_path, sizeof(file_path), "%s.%d", argv[4], rank);
-        fd = open(file_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-        if ((fd < 0) || (ftruncate(fd, LEN) < 0)) {
+        const char *shared = getenv("MRL_SHARED_FILE");
+        const char *keep   = getenv("MRL_KEEP_FD");
+        off_t offset       = 0;
+        int fd, nranks;
+
+        file_len = LEN;
+        if (shared && atoi(shared)) {
+            MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+            snprintf(file_path, sizeof(file_path), "%s", argv[4]);
+            file_len = (size_t)LEN * nranks;
+            offset   = (off_t)LEN * rank;
+            fd = open(file_path, O_RDWR | O_CREAT, 0600);
+        } else {
+            snprintf(file_path, sizeof(file_path), "%s.%d", argv[4], rank);
+            fd = open(file_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        }
+        if ((fd < 0) || (ftruncate(fd, file_len) < 0)) {
             perror(file_path);
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
-        buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        close(fd); /* as applications do */
+        MPI_Barrier(MPI_COMM_WORLD); /* every rank's file is there */
+        buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+        if (!(keep && atoi(keep))) {
+            close(fd); /* as many applications do */
+        }
     } else {
         buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     }
@@ -146,10 +169,12 @@ int main(int argc, char **argv)
         MPI_Barrier(MPI_COMM_WORLD);
     }
     if (rank == 1) {
-        printf("mpi_remap: mode %s, side %s, %s buffers, %d iterations of 1 MiB, %d "
-               "changes on rank 1; %ld wrong bytes in %ld iterations, %.1f s\n", mode,
-               side, file_path[0] ? file_path : "anonymous", iters, changes, bad,
-               bad_iters, MPI_Wtime() - t0);
+        printf("mpi_remap: mode %s, side %s, %s buffers%s%s, %d iterations of 1 MiB, "
+               "%d changes on rank 1; %ld wrong bytes in %ld iterations, %.1f s\n",
+               mode, side, file_path[0] ? file_path : "anonymous",
+               getenv("MRL_KEEP_FD") ? " (fd kept open)" : "",
+               getenv("MRL_SHARED_FILE") ? " (one file, all ranks)" : "", iters,
+               changes, bad, bad_iters, MPI_Wtime() - t0);
         printf("mpi_remap: %s\n", bad ? "FAILED" : "ok");
     }
     MPI_Finalize();

@@ -1,0 +1,107 @@
+/*
+ * What the guest tests share: MPI jobs over the two rxe devices (one app
+ * context per device), the environment they need, and the parsing of
+ * mrlease's exit summary lines.
+ */
+#ifndef MRL_RDMA_TEST_H_
+#define MRL_RDMA_TEST_H_
+
+#include "../mrlease_test.h"
+
+#include <cstring>
+#include <unistd.h>
+
+namespace mrl {
+
+inline bool in_guest()
+{
+    return access("/sys/class/infiniband/rxe0", F_OK) == 0;
+}
+
+class rdma_fixture : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_TRUE(in_guest()) << "no rxe0: run through contrib/guest-run "
+                                   "(make check-rdma does)";
+    }
+
+    static std::string mrlease_runner()
+    {
+        return std::string(MRL_TOP_SRCDIR) + "/contrib/mpirun-mrlease";
+    }
+
+    /* per_device ranks on rxe0 and as many on rxe1; `pass` are variables of
+     * the caller's environment that every rank gets (-x VAR). */
+    static std::vector<std::string> mpirun(int per_device, const std::string &app,
+                                           const std::vector<std::string> &args,
+                                           const std::string &runner = "/usr/bin/mpirun",
+                                           const std::vector<std::string> &pass = {})
+    {
+        std::vector<std::string> argv = {runner, "--mca", "pml", "ucx",
+                                         "--mca", "osc", "ucx", "--mca", "btl",
+                                         "^openib,uct,vader", "--oversubscribe"};
+        for (int dev = 0; dev < 2; ++dev) {
+            if (dev) {
+                argv.push_back(":");
+            }
+            for (auto s : {"-np", per_device == 1 ? "1" : "2",
+                           "-x", "UCX_IB_GID_INDEX=0",
+                           "-x", "UCX_TLS=rc_verbs,ud_verbs,self"}) {
+                argv.push_back(s);
+            }
+            for (auto &var : pass) {
+                argv.push_back("-x");
+                argv.push_back(var);
+            }
+            argv.push_back("-x");
+            argv.push_back("UCX_NET_DEVICES=rxe" + std::to_string(dev) + ":1");
+            argv.push_back(app);
+            argv.insert(argv.end(), args.begin(), args.end());
+        }
+        return argv;
+    }
+
+    static std::map<std::string, std::string> mpi_env()
+    {
+        return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+                {"MRL_LIB", builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so")},
+                {"MRL_FILE_CHANGER", builddir_path("test/helpers/file_changer")}};
+    }
+
+    /* registrations invalidated and restored, summed over the ranks' lines */
+    static void restored_counts(const std::string &out, long *invalidated,
+                                long *restored)
+    {
+        static const char what[] = "IB registrations invalidated, ";
+        size_t pos = 0;
+        *invalidated = *restored = 0;
+        while ((pos = out.find(what, pos)) != std::string::npos) {
+            size_t start = out.rfind("; ", pos) + 2;
+            *invalidated += std::stol(out.substr(start));
+            pos += strlen(what);
+            *restored += std::stol(out.substr(pos));
+        }
+    }
+
+    /* "REASON N" in the ranks' "registrations NOT cached" lines, summed */
+    static long uncached_count(const std::string &out, const std::string &reason)
+    {
+        static const char what[] = "registrations NOT cached";
+        size_t pos = 0;
+        long sum   = 0;
+        while ((pos = out.find(what, pos)) != std::string::npos) {
+            size_t eol = out.find('\n', pos);
+            size_t at  = out.find(" " + reason + " ", pos);
+            if ((at != std::string::npos) && (at < eol)) {
+                sum += std::stol(out.substr(at + reason.size() + 2));
+            }
+            pos = eol;
+        }
+        return sum;
+    }
+};
+
+} // namespace mrl
+
+#endif
