@@ -17,6 +17,45 @@
  * mapped. With the owner's fd we lease a dup of it; without one, we "adopt"
  * the mapping: map the same file pages over the range from our own fd,
  * before anything is registered there, so ours becomes the only description.
+ *
+ * Signals: the application's stay the application's. The kernel's only
+ * notice of a break is a signal to the file's owner (fasync). We set the
+ * owner to the reader thread (F_SETOWN_EX F_OWNER_TID) and the signal
+ * (F_SETSIG, UCX_MRLEASE_FLEASE_SIGNAL) before F_SETLEASE, whose own
+ * __f_setown(force=0) keeps an owner already set; so the signal, and the
+ * SIGIO the kernel sends instead when the real-time queue is full, are
+ * queued on the reader thread's private pending set, never the process's.
+ * The reader blocks every signal and polls a signalfd for {signal, SIGIO}.
+ * But a signalfd is readable, and its read() dequeues, from the thread's
+ * private set and also from the process-wide shared set, where the
+ * application's own process-directed SIGIO or signal waits until one of its
+ * threads takes it (dequeue_signal(): private first, then shared). So:
+ *  - a signal is only a wake-up; F_GETLEASE is the truth (during a pending
+ *    break it already reports the target type, not F_WRLCK), asked of every
+ *    held file on each wake-up, before anything else;
+ *  - we read one siginfo at a time, and only while the reader's private set
+ *    (SigPnd in /proc/thread-self/status, not ShdPnd) has the signal or
+ *    SIGIO: the read then takes a private one, as private comes first;
+ *  - a wake-up with nothing of ours pending is the application's signal on
+ *    its way to one of its threads, or left pending by an application that
+ *    blocks it: we must not read it and must not spin on it, so that signal
+ *    (and only that one: an application's SIGIO does not delay our real-time
+ *    wake-ups) is left out of the signalfd's mask for a back-off, 1 ms
+ *    doubling up to the re-arm interval, during which each tick asks the
+ *    files with F_GETLEASE: no break waits longer than the back-off. With no
+ *    file leased there is no tick at all, and none either while nothing of
+ *    the application's is pending: no timer noise.
+ * Rejected: a process-wide handler (the application's to install), reading
+ * the application's signal and queueing it again (changes order, sender
+ * and value, and wakes us again), polling F_GETLEASE on a timer alone
+ * (periodic wake-ups whenever anything is leased, and latency = period),
+ * a helper process as the owner (the application would see its SIGCHLD),
+ * yielding for the application's thread to take its signal before backing
+ * off (a yield on a busy CPU cost milliseconds of every break's latency).
+ * Left: an application that sets SIGIO (or our signal) to SIG_IGN flushes
+ * it from every thread's pending set, ours too. A break signalled in that
+ * very instant wakes nobody: it is seen at the reader's next look (at worst
+ * the kernel lets the change go after lease-break-time: file_leases_forced).
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -30,6 +69,9 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+
+#define FLEASE_STATUS        "/proc/thread-self/status"
+#define FLEASE_BIT(_sig)     (1ull << ((_sig) - 1)) /* as /proc shows sigsets */
 
 typedef struct {
     uintptr_t start;
@@ -60,6 +102,14 @@ typedef struct {
     ucs_list_link_t       files;
     int                   rearm_ms;
     uint64_t              stall_ns;
+    /* reader thread only */
+    int                   status_fd;  /* its /proc/thread-self/status, or -1 */
+    int                   status_warned;
+    uint64_t              sfd_bits;   /* signals in the signalfd's mask */
+    int                   backoff_ms; /* 0, or some are left out of it */
+    uint64_t              backoff_end_ns;
+    int                   parked;     /* backing off with nothing leased, so no
+                                       * tick: arm wakes the reader (locked) */
 } ucs_mrlease_flease_t;
 
 static ucs_status_t flease_open(ucs_mrlease_engine_t *engine,
@@ -79,20 +129,34 @@ static ucs_status_t flease_open(ucs_mrlease_engine_t *engine,
         mon->rearm_ms = 1;
     }
     mon->stall_ns     = (uint64_t)(engine->config.flease_stall_timeout * 1e9);
+    mon->status_fd    = -1;
     pthread_mutex_init(&mon->lock, NULL);
     ucs_list_head_init(&mon->files);
 
+    /* Without it we cannot tell our signals from the application's. */
+    if (access(FLEASE_STATUS, R_OK) != 0) {
+        ucs_warn("mrlease: flease: cannot read " FLEASE_STATUS ": %m; file "
+                 "leases are off (their signals could not be told from the "
+                 "application's)");
+        pthread_mutex_destroy(&mon->lock);
+        free(mon);
+        return UCS_ERR_UNSUPPORTED;
+    }
+
     /* Signals are directed at the reader thread, which blocks them all;
-     * SIGIO comes instead when the real-time queue overflows. */
+     * SIGIO comes instead when the real-time queue overflows. The signalfd
+     * only tells the reader to look: see flease_drain(). */
     sigemptyset(&set);
     sigaddset(&set, mon->signo);
     sigaddset(&set, SIGIO);
     mon->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (mon->sfd < 0) {
         ucs_warn("mrlease: flease: signalfd failed: %m");
+        pthread_mutex_destroy(&mon->lock);
         free(mon);
         return UCS_ERR_UNSUPPORTED;
     }
+    mon->sfd_bits = FLEASE_BIT(mon->signo) | FLEASE_BIT(SIGIO);
     *mon_p = &mon->super;
     return UCS_OK;
 }
@@ -117,6 +181,9 @@ static void flease_close(ucs_mrlease_monitor_t *super)
         flease_file_free(mon, file);
     }
     close(mon->sfd);
+    if (mon->status_fd >= 0) {
+        close(mon->status_fd);
+    }
     pthread_mutex_destroy(&mon->lock);
     free(mon);
 }
@@ -340,6 +407,9 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
                      "the mapped one)");
             file->rearm = 1;
             ucs_mrlease_reader_wake(super->engine);
+        } else if ((err == 0) && mon->parked) {
+            /* the reader backs off without ticks: now it must look again */
+            ucs_mrlease_reader_wake(super->engine);
         } else if (err != 0) {
             ucs_warn("mrlease: flease: F_SETLEASE on %s failed: %s%s", path,
                      strerror(err), (err == EACCES) ? " (only the file's owner "
@@ -462,9 +532,13 @@ static int flease_resolve(ucs_mrlease_monitor_t *super, const ucs_mrlease_qentry
     return 1;
 }
 
+/* Reader thread: the signalfd, unless every signal is left out of it for
+ * now (see flease_drain). */
 static int flease_fd(ucs_mrlease_monitor_t *super)
 {
-    return ucs_derived_of(super, ucs_mrlease_flease_t)->sfd;
+    ucs_mrlease_flease_t *mon = ucs_derived_of(super, ucs_mrlease_flease_t);
+
+    return (mon->sfd_bits != 0) ? mon->sfd : -1;
 }
 
 static void flease_push(ucs_mrlease_flease_t *mon, flease_file_t *file,
@@ -494,45 +568,174 @@ static void flease_break(ucs_mrlease_flease_t *mon, flease_file_t *file)
     ucs_mrlease_reader_wake(mon->super.engine); /* start the stall clock */
 }
 
+/* F_GETLEASE is the truth: a held file whose lease no longer reads F_WRLCK
+ * is being broken (or was removed by force), whatever signal told us to
+ * look (locked). */
+static void flease_check(ucs_mrlease_flease_t *mon)
+{
+    flease_file_t *file;
+
+    ucs_list_for_each(file, &mon->files, list) {
+        if (file->leased && !file->breaking &&
+            (fcntl(file->fd, F_GETLEASE) != F_WRLCK)) {
+            flease_break(mon, file);
+        }
+    }
+}
+
+static uint64_t flease_sigset_line(const char *status, const char *name)
+{
+    const char *p = strstr(status, name);
+
+    return (p == NULL) ? 0 : strtoull(p + strlen(name), NULL, 16);
+}
+
+/* Reader thread: its private pending set and the process's shared one, as
+ * /proc shows them (bit signo - 1). Nonzero if they cannot be read. */
+static int flease_pending(ucs_mrlease_flease_t *mon, uint64_t *own,
+                          uint64_t *shared)
+{
+    char status[4096];
+    ssize_t n;
+
+    if (mon->status_fd < 0) {
+        /* thread-self: the reader's own task, whose file this stays */
+        mon->status_fd = open(FLEASE_STATUS, O_RDONLY | O_CLOEXEC);
+    }
+    n = (mon->status_fd < 0) ? -1 :
+        pread(mon->status_fd, status, sizeof(status) - 1, 0);
+    if (n <= 0) {
+        if (!mon->status_warned) {
+            ucs_warn("mrlease: flease: cannot read " FLEASE_STATUS ": %m; file "
+                     "lease breaks are polled every %d ms instead", mon->rearm_ms);
+            mon->status_warned = 1;
+        }
+        return -1;
+    }
+    status[n] = '\0';
+    *own    = flease_sigset_line(status, "\nSigPnd:");
+    *shared = flease_sigset_line(status, "\nShdPnd:");
+    return 0;
+}
+
+/* Reader thread: the signals the signalfd reports and reads (a subset of
+ * our signal and SIGIO). */
+static void flease_set_sigmask(ucs_mrlease_flease_t *mon, uint64_t bits)
+{
+    sigset_t set;
+
+    if (bits == mon->sfd_bits) {
+        return;
+    }
+    sigemptyset(&set);
+    if (bits & FLEASE_BIT(mon->signo)) {
+        sigaddset(&set, mon->signo);
+    }
+    if (bits & FLEASE_BIT(SIGIO)) {
+        sigaddset(&set, SIGIO);
+    }
+    if (signalfd(mon->sfd, &set, 0) < 0) {
+        ucs_warn("mrlease: flease: signalfd mask change failed: %m");
+        return;
+    }
+    mon->sfd_bits = bits;
+}
+
+/* Reader thread: read one signal if one directed at this thread is pending
+ * (a read takes the thread's private ones before the process's). Returns 1
+ * if it read one, 0 if none is ours, with *shared = those of the signalfd's
+ * signals that wait in the process's set (the application's), or -1 if it
+ * cannot tell. More of ours are read on the next turn: the signalfd stays
+ * readable. */
+static int flease_read_own(ucs_mrlease_flease_t *mon, uint64_t *shared)
+{
+    struct signalfd_siginfo si;
+    uint64_t own;
+
+    if (flease_pending(mon, &own, shared) != 0) {
+        return -1;
+    }
+    *shared &= mon->sfd_bits;
+    if (!(own & mon->sfd_bits)) {
+        return 0;
+    }
+    return read(mon->sfd, &si, sizeof(si)) == sizeof(si);
+}
+
+/* Reader thread: the application's own signal waits in the process's set
+ * (bits): leave it out of the signalfd for a while, doubling, and ask the
+ * files on each tick meanwhile (flease_timer). */
+static void flease_backoff(ucs_mrlease_flease_t *mon, uint64_t bits)
+{
+    mon->backoff_ms     = (mon->backoff_ms == 0) ? 1 : 2 * mon->backoff_ms;
+    if (mon->backoff_ms > mon->rearm_ms) {
+        mon->backoff_ms = mon->rearm_ms;
+    }
+    mon->backoff_end_ns = ucs_mrlease_now_ns() + mon->backoff_ms * 1000000ull;
+    flease_set_sigmask(mon, mon->sfd_bits & ~bits);
+}
+
+/* Reader thread, the signalfd is readable: a signal of ours, or the
+ * application's own on its way to one of its threads. Never read the
+ * application's. */
 static void flease_drain(ucs_mrlease_monitor_t *super)
 {
     ucs_mrlease_flease_t *mon = ucs_derived_of(super, ucs_mrlease_flease_t);
-    struct signalfd_siginfo si[16];
-    flease_file_t *file;
-    ssize_t n;
-    int i;
+    uint64_t shared = 0;
+    int n;
 
     pthread_mutex_lock(&mon->lock);
-    while ((n = read(mon->sfd, si, sizeof(si))) > 0) {
-        for (i = 0; i < n / (ssize_t)sizeof(si[0]); ++i) {
-            if ((int)si[i].ssi_signo == mon->signo) {
-                file = flease_find(mon, 0, 0, si[i].ssi_fd);
-                if (file != NULL) {
-                    flease_break(mon, file);
-                }
-                continue;
-            }
-            /* SIGIO: the real-time queue overflowed; ask each file. */
-            ucs_list_for_each(file, &mon->files, list) {
-                if (file->leased && (fcntl(file->fd, F_GETLEASE) != F_WRLCK)) {
-                    flease_break(mon, file);
-                }
-            }
-        }
-    }
+    flease_check(mon); /* first: the owner hears of a break at once */
     pthread_mutex_unlock(&mon->lock);
+    n = flease_read_own(mon, &shared);
+    if (n > 0) {
+        /* The kernel marks a lease breaking before it signals: a signal
+         * read now may be of a break the check above came too early for. */
+        pthread_mutex_lock(&mon->lock);
+        flease_check(mon);
+        pthread_mutex_unlock(&mon->lock);
+    } else if ((n < 0) || (shared != 0)) {
+        flease_backoff(mon, (n < 0) ? mon->sfd_bits : shared);
+    }
+    /* else it was the application's, and one of its threads took it since */
 }
 
-/* Reader thread: let a change go if no progress call is handling it, and
- * take leases back once the other opener is gone. */
+/* Reader thread, back-off over: the whole signalfd again, unless the
+ * application's signal still waits (then leave it out longer). */
+static void flease_backoff_over(ucs_mrlease_flease_t *mon)
+{
+    uint64_t shared = 0;
+    int n;
+
+    flease_set_sigmask(mon, FLEASE_BIT(mon->signo) | FLEASE_BIT(SIGIO));
+    n = flease_read_own(mon, &shared);
+    if ((n < 0) || (shared != 0)) {
+        flease_backoff(mon, (n < 0) ? mon->sfd_bits : shared);
+    } else {
+        mon->backoff_ms = 0;
+    }
+}
+
+/* Reader thread: let a change go if no progress call is handling it, take
+ * leases back once the other opener is gone, and while a signal is left out
+ * of the signalfd (back-off), ask the files. */
 static int flease_timer(ucs_mrlease_monitor_t *super)
 {
     ucs_mrlease_flease_t *mon = ucs_derived_of(super, ucs_mrlease_flease_t);
     uint64_t now              = ucs_mrlease_now_ns();
     flease_file_t *file;
-    int next = -1, err, left;
+    int next = -1, err, left, leased = 0;
+    int check = (mon->backoff_ms > 0);
+
+    if (check && (now >= mon->backoff_end_ns)) {
+        flease_backoff_over(mon); /* may read signals of ours: check below */
+    }
 
     pthread_mutex_lock(&mon->lock);
+    if (check) {
+        flease_check(mon);
+        now = ucs_mrlease_now_ns(); /* after the breaks it may have stamped */
+    }
     ucs_list_for_each(file, &mon->files, list) {
         if (file->breaking && !file->seen) {
             if (now - file->break_ns >= mon->stall_ns) {
@@ -565,6 +768,21 @@ static int flease_timer(ucs_mrlease_monitor_t *super)
                      "file is no longer watched", strerror(err));
             file->rearm = 0;
         }
+    }
+    if (mon->backoff_ms > 0) {
+        ucs_list_for_each(file, &mon->files, list) {
+            leased |= file->leased;
+        }
+        /* Nothing leased: no break to miss, so no tick until flease_arm()
+         * takes a lease and wakes us (it reads parked under the lock). */
+        mon->parked = !leased;
+        if (leased) {
+            left = (mon->backoff_end_ns > now) ?
+                   (int)((mon->backoff_end_ns - now + 999999) / 1000000) : 0;
+            next = ((next < 0) || (left < next)) ? left : next;
+        }
+    } else {
+        mon->parked = 0;
     }
     pthread_mutex_unlock(&mon->lock);
     return next;

@@ -4,8 +4,11 @@
  * requests) as soon as it is readable, so a changer the kernel holds until
  * its event is read is released promptly even when the application thread
  * that would run progress is that very changer. It has every signal blocked:
- * lease-break signals are directed at it and read through a signalfd, so no
- * process-wide handler is installed and the application never sees them.
+ * lease-break signals are directed at it and only wake it, through a
+ * signalfd it reads only while a signal of its own is pending (see
+ * monitor_flease.c), so no process-wide handler is installed and no signal of
+ * the application's is ever taken. A monitor may leave its fd out for a
+ * while (ops->fd returns -1): the set to poll is rebuilt on every turn.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -46,20 +49,12 @@ static void *ucs_mrlease_reader_main(void *arg)
     struct pollfd pfd[UCS_MRLEASE_MONITOR_LAST + 1];
     ucs_mrlease_monitor_t *owner[UCS_MRLEASE_MONITOR_LAST + 1];
     ucs_mrlease_monitor_t *mon;
-    int nfds = 0, id, i, timeout, t;
+    int nfds, fd, id, i, timeout, t;
     uint64_t value;
 
-    pfd[nfds].fd     = engine->wake_fd;
-    pfd[nfds].events = POLLIN;
-    owner[nfds++]    = NULL;
-    for (id = 0; id < UCS_MRLEASE_MONITOR_LAST; ++id) {
-        mon = engine->monitors[id];
-        if ((mon != NULL) && (mon->ops->fd != NULL) && (mon->ops->fd(mon) >= 0)) {
-            pfd[nfds].fd     = mon->ops->fd(mon);
-            pfd[nfds].events = POLLIN;
-            owner[nfds++]    = mon;
-        }
-    }
+    pfd[0].fd     = engine->wake_fd;
+    pfd[0].events = POLLIN;
+    owner[0]      = NULL;
 
     pthread_mutex_lock(&start->lock);
     engine->reader_tid = syscall(SYS_gettid);
@@ -77,6 +72,17 @@ static void *ucs_mrlease_reader_main(void *arg)
                 if ((t >= 0) && ((timeout < 0) || (t < timeout))) {
                     timeout = t;
                 }
+            }
+        }
+        /* after the timers, which may start or end a monitor's pause */
+        nfds = 1;
+        for (id = 0; id < UCS_MRLEASE_MONITOR_LAST; ++id) {
+            mon = engine->monitors[id];
+            if ((mon != NULL) && (mon->ops->fd != NULL) &&
+                ((fd = mon->ops->fd(mon)) >= 0)) {
+                pfd[nfds].fd     = fd;
+                pfd[nfds].events = POLLIN;
+                owner[nfds++]    = mon;
             }
         }
 
