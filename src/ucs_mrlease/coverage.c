@@ -68,6 +68,20 @@ static void ucs_mrlease_warn_uncovered(const ucs_mrlease_t *lease,
     }
 }
 
+/* What kmod (mrlease.ko's MMU notifiers) vouches for: any change of the
+ * range's pages, by any process, however made; a file's truncate or hole
+ * punch by another process unmaps the pages in every mapper, private
+ * copies included, so file leases add nothing to it. */
+#define UCS_MRLEASE_KMOD_COVERS \
+    (UCS_MRLEASE_UNCOVERED_RANGE | UCS_MRLEASE_UNCOVERED_SHMDT | \
+     UCS_MRLEASE_UNCOVERED_FILE_OPEN | UCS_MRLEASE_UNCOVERED_FILE)
+
+static unsigned ucs_mrlease_kmod_covers(const ucs_mrlease_t *lease)
+{
+    return (__atomic_load_n(&lease->monitored, __ATOMIC_RELAXED) &
+            UCS_BIT(UCS_MRLEASE_MONITOR_KMOD)) ? UCS_MRLEASE_KMOD_COVERS : 0;
+}
+
 /* What no monitor that armed the lease can see, apart from FILE_OPEN, which
  * the flease monitor keeps as the kernel grants or refuses the file lease. */
 static unsigned ucs_mrlease_static_uncovered(const ucs_mrlease_t *lease)
@@ -87,6 +101,7 @@ static unsigned ucs_mrlease_static_uncovered(const ucs_mrlease_t *lease)
     if (b->named && !(lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_FLEASE))) {
         uncovered |= UCS_MRLEASE_UNCOVERED_FILE;
     }
+    uncovered &= ~ucs_mrlease_kmod_covers(lease);
     return uncovered;
 }
 
@@ -98,7 +113,8 @@ unsigned ucs_mrlease_cover(ucs_mrlease_t *lease)
 
     /* The flease monitor may flip FILE_OPEN from the reader thread. */
     do {
-        now = fixed | (old & UCS_MRLEASE_UNCOVERED_FILE_OPEN);
+        now = fixed | (old & UCS_MRLEASE_UNCOVERED_FILE_OPEN &
+                       ~ucs_mrlease_kmod_covers(lease));
     } while (!__atomic_compare_exchange_n(&lease->hot.uncovered, &old, now, 0,
                                           __ATOMIC_RELEASE, __ATOMIC_ACQUIRE));
     return now;
@@ -123,6 +139,7 @@ void ucs_mrlease_count_uncovered(ucs_mrlease_t *lease, const char *path)
 void ucs_mrlease_set_uncovered(ucs_mrlease_t *lease, unsigned reasons, int on)
 {
     if (on) {
+        reasons &= ~ucs_mrlease_kmod_covers(lease);
         __atomic_or_fetch(&lease->hot.uncovered, reasons, __ATOMIC_RELEASE);
     } else {
         __atomic_and_fetch(&lease->hot.uncovered, ~reasons, __ATOMIC_RELEASE);

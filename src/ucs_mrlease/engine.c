@@ -13,13 +13,14 @@ static const ucs_mrlease_monitor_ops_t *ucs_mrlease_monitor_ops[] = {
     [UCS_MRLEASE_MONITOR_UFFD]   = &ucs_mrlease_uffd_ops,
     [UCS_MRLEASE_MONITOR_UCM]    = &ucs_mrlease_ucm_ops,
     [UCS_MRLEASE_MONITOR_FLEASE] = &ucs_mrlease_flease_ops,
-    [UCS_MRLEASE_MONITOR_INJECT] = &ucs_mrlease_inject_ops
+    [UCS_MRLEASE_MONITOR_INJECT] = &ucs_mrlease_inject_ops,
+    [UCS_MRLEASE_MONITOR_KMOD]   = &ucs_mrlease_kmod_ops
 };
 
 /* Monitors that watch ranges; inject covers everything only on request. */
 #define UCS_MRLEASE_RANGE_MONITORS \
     (UCS_BIT(UCS_MRLEASE_MONITOR_UFFD) | UCS_BIT(UCS_MRLEASE_MONITOR_UCM) | \
-     UCS_BIT(UCS_MRLEASE_MONITOR_FLEASE))
+     UCS_BIT(UCS_MRLEASE_MONITOR_FLEASE) | UCS_BIT(UCS_MRLEASE_MONITOR_KMOD))
 
 void ucs_mrlease_engine_lock(ucs_mrlease_engine_t *engine)
 {
@@ -207,10 +208,13 @@ unsigned ucs_mrlease_engine_monitors(const ucs_mrlease_engine_t *engine)
 }
 
 /* flease first: adopting a file mapping replaces its vma, which would drop
- * a userfaultfd registration made before it. */
+ * a userfaultfd registration made before it (and break a kmod one). kmod
+ * before uffd: a range kmod watches needs no userfaultfd (whose changer
+ * waits for the reader thread). */
 static const ucs_mrlease_monitor_id_t ucs_mrlease_arm_order[] = {
-    UCS_MRLEASE_MONITOR_FLEASE, UCS_MRLEASE_MONITOR_UFFD,
-    UCS_MRLEASE_MONITOR_UCM, UCS_MRLEASE_MONITOR_INJECT
+    UCS_MRLEASE_MONITOR_FLEASE, UCS_MRLEASE_MONITOR_KMOD,
+    UCS_MRLEASE_MONITOR_UFFD, UCS_MRLEASE_MONITOR_UCM,
+    UCS_MRLEASE_MONITOR_INJECT
 };
 
 static void ucs_mrlease_arm(ucs_mrlease_engine_t *engine, ucs_mrlease_t *lease)
@@ -222,7 +226,9 @@ static void ucs_mrlease_arm(ucs_mrlease_engine_t *engine, ucs_mrlease_t *lease)
     for (i = 0; i < UCS_MRLEASE_MONITOR_LAST; ++i) {
         id = ucs_mrlease_arm_order[i];
         if ((engine->monitors[id] == NULL) ||
-            (lease->monitored & UCS_BIT(id))) {
+            (lease->monitored & UCS_BIT(id)) ||
+            ((id == UCS_MRLEASE_MONITOR_UFFD) &&
+             (lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_KMOD)))) {
             continue;
         }
         status = engine->monitors[id]->ops->arm(engine->monitors[id], lease);

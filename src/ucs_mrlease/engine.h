@@ -57,6 +57,7 @@ extern const ucs_mrlease_monitor_ops_t ucs_mrlease_uffd_ops;
 extern const ucs_mrlease_monitor_ops_t ucs_mrlease_ucm_ops;
 extern const ucs_mrlease_monitor_ops_t ucs_mrlease_flease_ops;
 extern const ucs_mrlease_monitor_ops_t ucs_mrlease_inject_ops;
+extern const ucs_mrlease_monitor_ops_t ucs_mrlease_kmod_ops;
 
 typedef enum {
     UCS_MRLEASE_STATE_ARMED,  /* coherent, monitors armed */
@@ -136,6 +137,7 @@ static inline uint64_t ucs_mrlease_now_ns(void)
 #define UCS_MRLEASE_PENDING_EVENTS      UCS_MRLEASE_QUEUE_PENDING
 #define UCS_MRLEASE_PENDING_DISPATCHING 2u
 #define UCS_MRLEASE_PENDING_HELD        4u /* ucs_mrlease_engine_hold_pending() */
+#define UCS_MRLEASE_PENDING_KMOD        8u /* raised by mrlease.ko itself */
 
 /* Raise the pending word; callers hold the queue lock. */
 static inline void ucs_mrlease_set_pending(ucs_mrlease_engine_t *engine)

@@ -255,6 +255,7 @@ static const char *ucs_mrlease_monitor_names[] = {
     [UCS_MRLEASE_MONITOR_UCM]    = "ucm",
     [UCS_MRLEASE_MONITOR_FLEASE] = "flease",
     [UCS_MRLEASE_MONITOR_INJECT] = "inject",
+    [UCS_MRLEASE_MONITOR_KMOD]   = "kmod",
     [UCS_MRLEASE_MONITOR_LAST]   = NULL
 };
 
@@ -271,8 +272,10 @@ MRL_ARG(UFFD_FORK, 0, 0, NULL);
 MRL_ARG(CTL_SOCKET, 0, 0, NULL);
 
 ucs_config_field_t ucs_mrlease_config_table[] = {
-    {"MONITORS", "uffd,ucm,flease,inject",
-     "Decoherence monitors to run, any of: uffd (userfaultfd events: munmap,\n"
+    {"MONITORS", "kmod,uffd,ucm,flease,inject",
+     "Decoherence monitors to run, any of: kmod (mrlease.ko's /dev/mrlease: every\n"
+     "change of a leased range's pages, by any process and cause, seen before it\n"
+     "happens; preferred over uffd where it runs), uffd (userfaultfd events: munmap,\n"
      "mremap, madvise, fork, also by direct syscalls and static code), ucm (UCX\n"
      "memory hooks: what passes through libc), flease (file leases on file-backed\n"
      "ranges), inject (ucs_mrlease_inject() and the mrlease-ctl socket).\n"

@@ -70,6 +70,9 @@ unsigned ucs_mrlease_queue_drain(ucs_mrlease_queue_t *q, volatile uint32_t *pend
 {
     unsigned count;
 
+    if (q->pull != NULL) {
+        q->pull(q->pull_arg); /* outside the lock: it pushes */
+    }
     ucs_mrlease_queue_lock(q);
     count = q->count;
     memcpy(q->drain_buf, q->entries, count * sizeof(*q->entries));

@@ -32,6 +32,11 @@ typedef struct ucs_mrlease_queue {
     uint64_t             overflows;
     uint64_t             kind_count[UCS_MRLEASE_EV_KINDS];
     uint64_t             monitor_count[UCS_MRLEASE_MONITOR_LAST];
+    /* Optional: a producer that is pulled before each drain (the kernel
+     * monitor, whose kernel raises the pending word itself); set once,
+     * before any drain. */
+    void                 (*pull)(void *arg);
+    void                 *pull_arg;
 } ucs_mrlease_queue_t;
 
 ucs_status_t ucs_mrlease_queue_init(ucs_mrlease_queue_t *q, unsigned capacity);

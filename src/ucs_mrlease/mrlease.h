@@ -51,6 +51,7 @@ typedef enum {
     UCS_MRLEASE_MONITOR_UCM,    /**< UCX memory hooks, in the changer's thread */
     UCS_MRLEASE_MONITOR_FLEASE, /**< file leases (F_SETLEASE) on file-backed ranges */
     UCS_MRLEASE_MONITOR_INJECT, /**< ucs_mrlease_inject() and the control socket */
+    UCS_MRLEASE_MONITOR_KMOD,   /**< mrlease.ko: the kernel's MMU notifiers */
     UCS_MRLEASE_MONITOR_LAST
 } ucs_mrlease_monitor_id_t;
 

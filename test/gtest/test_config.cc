@@ -130,7 +130,7 @@ TEST_F(test_config, bad_signals)
 TEST_F(test_config, bad_words)
 {
     const std::string yn = "y|yes|on|1 or n|no|off|0";
-    expect_refused("UCX_MRLEASE_MONITORS", "uffd,bogus", "[uffd|ucm|flease|inject]");
+    expect_refused("UCX_MRLEASE_MONITORS", "uffd,bogus", "[uffd|ucm|flease|inject|kmod]");
     /* an engine with no monitor would never break a lease */
     expect_refused("UCX_MRLEASE_MONITORS", "", "at least one");
     expect_refused("UCX_MRLEASE_MONITORS", ",", "at least one");

@@ -1,0 +1,664 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * mrlease.ko: tell a process, before the kernel changes them, that pages
+ * it registered for RDMA are about to be replaced.
+ *
+ * Each open() of /dev/mrlease is a context bound to the opener's mm. Every
+ * registered range is an mmu_interval_notifier; its invalidate callback
+ * runs before the page tables change (munmap, mremap, madvise, shmdt,
+ * truncate or hole punch of a mapped file by any process, migration, exit)
+ * and, for the events that replace pages, bumps the slot's generation,
+ * raises its pending word, queues an event and ORs the owner's own pending
+ * bits (a word of the owner's pinned by MRLEASE_IOC_SETUP), so that when
+ * the change returns to its caller the owner's next load sees it.
+ *
+ * Locking, outermost first:
+ *   ctx->lock (mutex)      setup, register, unregister, release
+ *   ctx->read_lock (mutex) one reader at a time: peek, copy out, commit
+ *   mmap_lock              taken by mmu_interval_notifier_insert() and by
+ *                          copy_to_user() faults; held by the changers
+ *   ctx->ev_lock (spin)    queue, overflow, status words; the only lock
+ *                          taken in the invalidate callback, which never
+ *                          sleeps and takes nothing under it but the wait
+ *                          queue's own lock
+ * The mmap handler runs under mmap_lock and takes no mutex: the status
+ * area is published once by setup and never changes until release.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/module.h>
+#include <linux/poll.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/version.h>
+#include <linux/vmalloc.h>
+#include <linux/xarray.h>
+
+#include "mrlease_uapi.h"
+
+#define MRL_DEFAULT_RANGES	65536U
+#define MRL_DEFAULT_EVENTS	4096U
+#define MRL_READ_BATCH		16U
+
+static unsigned int max_ranges = 1U << 20;
+module_param(max_ranges, uint, 0644);
+MODULE_PARM_DESC(max_ranges, "Most ranges one context may register (1048576)");
+
+static unsigned int max_events = 1U << 16;
+module_param(max_events, uint, 0644);
+MODULE_PARM_DESC(max_events,
+		 "Longest event queue of a context (65536); more fold into one overflow");
+
+/* An event as queued; seq tells a slot's registration from a later one. */
+struct mrl_qevent {
+	u64 start;
+	u64 end;
+	u64 cookie;
+	u64 generation;
+	u64 seq;
+	u32 slot;
+	u32 kind;
+};
+
+struct mrl_ctx;
+
+struct mrl_slot {
+	struct mmu_interval_notifier mni;
+	struct mrl_ctx *ctx;
+	u64 cookie;
+	u64 seq;
+	unsigned long start;
+	unsigned long end;
+	u32 id;
+};
+
+struct mrl_ctx {
+	struct mm_struct *mm;
+	struct mutex lock;		/* setup, register, unregister */
+	struct mutex read_lock;		/* one reader: peek, copy, commit */
+	spinlock_t ev_lock;		/* queue, overflow, status words */
+	wait_queue_head_t wq;
+	struct xarray slots;
+	u64 next_seq;
+	u32 nr_ranges;
+	u32 max_ranges;
+	/* published by setup (smp_store_release), constant until release */
+	struct mrlease_status_hdr *status;
+	size_t status_size;
+	/* under ev_lock */
+	struct mrl_qevent *queue;
+	u32 queue_len;
+	u32 head;
+	u32 count;
+	u32 overflow_kinds;
+	u64 overflow_seq;
+	struct page *pending_page;
+	u32 *pending_word;
+	u32 pending_bits;
+};
+
+static struct kmem_cache *mrl_slot_cache;
+
+static struct mrlease_slot_status *mrl_slot_status(struct mrl_ctx *ctx, u32 id)
+{
+	return (struct mrlease_slot_status *)((char *)ctx->status +
+					       MRLEASE_STATUS_SLOTS_OFFSET) + id;
+}
+
+static u32 mrl_event_kind(enum mmu_notifier_event event)
+{
+	switch (event) {
+	case MMU_NOTIFY_PROTECTION_VMA:
+	case MMU_NOTIFY_PROTECTION_PAGE:
+	case MMU_NOTIFY_SOFT_DIRTY:
+		return 0; /* same pages, other permissions or accounting */
+	case MMU_NOTIFY_UNMAP:
+		return MRLEASE_EV_UNMAP;
+	case MMU_NOTIFY_CLEAR:
+		return MRLEASE_EV_CLEAR;
+	case MMU_NOTIFY_MIGRATE:
+		return MRLEASE_EV_MIGRATE;
+	case MMU_NOTIFY_RELEASE:
+		return MRLEASE_EV_RELEASE;
+	case MMU_NOTIFY_EXCLUSIVE:
+		return MRLEASE_EV_EXCLUSIVE;
+	default:
+		return MRLEASE_EV_OTHER;
+	}
+}
+
+/* ev_lock held. */
+static void mrl_queue_event(struct mrl_ctx *ctx, struct mrl_slot *slot,
+			    u64 start, u64 end, u32 kind, u64 generation)
+{
+	struct mrl_qevent *ev;
+
+	if (ctx->count == ctx->queue_len || ctx->overflow_kinds) {
+		/* Fold: coarser (every slot), never lost. */
+		if (!ctx->overflow_kinds)
+			WRITE_ONCE(ctx->status->overflows,
+				   ctx->status->overflows + 1);
+		ctx->overflow_kinds |= kind;
+		ctx->overflow_seq++;
+		return;
+	}
+	ev = &ctx->queue[(ctx->head + ctx->count) % ctx->queue_len];
+	ev->start = start;
+	ev->end = end;
+	ev->cookie = slot->cookie;
+	ev->generation = generation;
+	ev->seq = slot->seq;
+	ev->slot = slot->id;
+	ev->kind = kind;
+	ctx->count++;
+}
+
+static bool mrl_invalidate(struct mmu_interval_notifier *mni,
+			   const struct mmu_notifier_range *range,
+			   unsigned long cur_seq)
+{
+	struct mrl_slot *slot = container_of(mni, struct mrl_slot, mni);
+	struct mrl_ctx *ctx = slot->ctx;
+	struct mrlease_slot_status *st;
+	u32 kind = mrl_event_kind(range->event);
+	unsigned long start, end;
+	u64 gen;
+
+	/* Never sleeps: only ev_lock, so blockable or not is the same. */
+	spin_lock(&ctx->ev_lock);
+	mmu_interval_set_seq(mni, cur_seq);
+	if (!kind) {
+		WRITE_ONCE(ctx->status->ignored, ctx->status->ignored + 1);
+		spin_unlock(&ctx->ev_lock);
+		return true;
+	}
+	start = max(range->start, slot->start);
+	end = min(range->end, slot->end);
+	st = mrl_slot_status(ctx, slot->id);
+	gen = st->generation + 1;
+	WRITE_ONCE(st->generation, gen);
+	WRITE_ONCE(st->pending, 1);
+	mrl_queue_event(ctx, slot, start, end, kind, gen);
+	WRITE_ONCE(ctx->status->events, ctx->status->events + 1);
+	WRITE_ONCE(ctx->status->queued, 1);
+	/* Order the status words before the owner's pending word. */
+	smp_wmb();
+	if (ctx->pending_word)
+		atomic_or(ctx->pending_bits, (atomic_t *)ctx->pending_word);
+	spin_unlock(&ctx->ev_lock);
+	wake_up_interruptible_poll(&ctx->wq, EPOLLIN | EPOLLRDNORM);
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops mrl_mni_ops = {
+	.invalidate = mrl_invalidate,
+};
+
+static int mrl_check_mm(struct mrl_ctx *ctx)
+{
+	/* An fd inherited across fork (or exec, or passed on) is not ours. */
+	return current->mm == ctx->mm ? 0 : -EIO;
+}
+
+static int mrl_open(struct inode *inode, struct file *file)
+{
+	struct mrl_ctx *ctx;
+
+	if (!current->mm)
+		return -EINVAL;
+	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL_ACCOUNT);
+	if (!ctx)
+		return -ENOMEM;
+	mutex_init(&ctx->lock);
+	mutex_init(&ctx->read_lock);
+	spin_lock_init(&ctx->ev_lock);
+	init_waitqueue_head(&ctx->wq);
+	xa_init_flags(&ctx->slots, XA_FLAGS_ALLOC);
+	mmgrab(current->mm);
+	ctx->mm = current->mm;
+	file->private_data = ctx;
+	return 0;
+}
+
+static int mrl_release(struct inode *inode, struct file *file)
+{
+	struct mrl_ctx *ctx = file->private_data;
+	struct mrl_slot *slot;
+	unsigned long id;
+
+	/*
+	 * Last reference: no ioctl can run. Removing a notifier waits for an
+	 * invalidation of it in progress, which takes nothing we hold.
+	 */
+	xa_for_each(&ctx->slots, id, slot) {
+		xa_erase(&ctx->slots, id);
+		mmu_interval_notifier_remove(&slot->mni);
+		kmem_cache_free(mrl_slot_cache, slot);
+		cond_resched();
+	}
+	xa_destroy(&ctx->slots);
+	if (ctx->pending_page)
+		unpin_user_pages_dirty_lock(&ctx->pending_page, 1, true);
+	vfree(ctx->status);
+	kvfree(ctx->queue);
+	mmdrop(ctx->mm);
+	mutex_destroy(&ctx->read_lock);
+	mutex_destroy(&ctx->lock);
+	kfree(ctx);
+	return 0;
+}
+
+static struct mrlease_status_hdr *mrl_status(struct mrl_ctx *ctx)
+{
+	/* Pairs with smp_store_release() in mrl_setup(). */
+	return smp_load_acquire(&ctx->status);
+}
+
+static int mrl_pin_pending(struct mrl_ctx *ctx, u64 addr, u32 bits)
+{
+	struct page *page;
+	int ret;
+
+	if (!addr)
+		return 0;
+	if (!bits || !IS_ALIGNED(addr, sizeof(u32)))
+		return -EINVAL;
+	/* Long-term: a fork copies it for the child, the parent keeps it. */
+	ret = pin_user_pages_fast(addr & PAGE_MASK, 1,
+				  FOLL_WRITE | FOLL_LONGTERM, &page);
+	if (ret != 1)
+		return ret < 0 ? ret : -EFAULT;
+	ctx->pending_page = page;
+	ctx->pending_word = (u32 *)((char *)page_address(page) +
+				    offset_in_page(addr));
+	ctx->pending_bits = bits;
+	return 0;
+}
+
+static long mrl_setup(struct mrl_ctx *ctx, void __user *uarg)
+{
+	struct mrlease_setup s;
+	struct mrlease_status_hdr *status;
+	size_t size;
+	int ret;
+
+	if (copy_from_user(&s, uarg, sizeof(s)))
+		return -EFAULT;
+	if (s.abi != MRLEASE_ABI_VERSION)
+		return -EPROTO;
+
+	mutex_lock(&ctx->lock);
+	ret = -EINVAL;
+	if (ctx->status)
+		goto out_unlock;
+	s.max_ranges = min(s.max_ranges ? s.max_ranges : MRL_DEFAULT_RANGES,
+			   max(READ_ONCE(max_ranges), 1U));
+	s.max_events = min(s.max_events ? s.max_events : MRL_DEFAULT_EVENTS,
+			   max(READ_ONCE(max_events), 1U));
+	size = PAGE_ALIGN(MRLEASE_STATUS_SLOTS_OFFSET +
+			  (size_t)s.max_ranges *
+			  sizeof(struct mrlease_slot_status));
+
+	ret = -ENOMEM;
+	ctx->queue = kvcalloc(s.max_events, sizeof(*ctx->queue),
+			      GFP_KERNEL_ACCOUNT);
+	if (!ctx->queue)
+		goto out_unlock;
+	status = vmalloc_user(size);
+	if (!status)
+		goto err_queue;
+	ret = mrl_pin_pending(ctx, s.pending_addr, s.pending_bits);
+	if (ret)
+		goto err_status;
+
+	status->max_ranges = s.max_ranges;
+	status->abi = MRLEASE_ABI_VERSION;
+	ctx->queue_len = s.max_events;
+	ctx->max_ranges = s.max_ranges;
+	ctx->status_size = size;
+	s.status_size = size;
+	/* Filled before published: pairs with mrl_status(). */
+	smp_store_release(&ctx->status, status);
+	mutex_unlock(&ctx->lock);
+
+	return copy_to_user(uarg, &s, sizeof(s)) ? -EFAULT : 0;
+
+err_status:
+	vfree(status);
+err_queue:
+	kvfree(ctx->queue);
+	ctx->queue = NULL;
+out_unlock:
+	mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+static int mrl_remove(struct mrl_ctx *ctx, u32 id);
+
+static long mrl_register(struct mrl_ctx *ctx, void __user *uarg)
+{
+	struct mrlease_register r;
+	struct mrl_slot *slot;
+	u32 id;
+	int ret;
+
+	if (copy_from_user(&r, uarg, sizeof(r)))
+		return -EFAULT;
+	if (r.flags || !r.len || !PAGE_ALIGNED(r.start) ||
+	    !PAGE_ALIGNED(r.len) || r.start + r.len < r.start ||
+	    r.start + r.len > TASK_SIZE)
+		return -EINVAL;
+
+	slot = kmem_cache_zalloc(mrl_slot_cache, GFP_KERNEL_ACCOUNT);
+	if (!slot)
+		return -ENOMEM;
+	slot->ctx = ctx;
+	slot->cookie = r.cookie;
+	slot->start = r.start;
+	slot->end = r.start + r.len;
+
+	mutex_lock(&ctx->lock);
+	ret = -EINVAL;
+	if (!ctx->status)
+		goto err_unlock;
+	ret = -ENOSPC;
+	if (ctx->nr_ranges >= ctx->max_ranges)
+		goto err_unlock;
+	slot->seq = ++ctx->next_seq;
+	ret = xa_alloc(&ctx->slots, &id, NULL,
+		       XA_LIMIT(0, ctx->max_ranges - 1), GFP_KERNEL_ACCOUNT);
+	if (ret)
+		goto err_unlock;
+	slot->id = id;
+	/* The callback may run as soon as it is inserted: fill it first. */
+	ret = mmu_interval_notifier_insert(&slot->mni, ctx->mm, r.start, r.len,
+					   &mrl_mni_ops);
+	if (ret) {
+		xa_erase(&ctx->slots, id);
+		goto err_unlock;
+	}
+	xa_store(&ctx->slots, id, slot, GFP_KERNEL_ACCOUNT);
+	ctx->nr_ranges++;
+	spin_lock(&ctx->ev_lock);
+	r.generation = mrl_slot_status(ctx, id)->generation;
+	spin_unlock(&ctx->ev_lock);
+	mutex_unlock(&ctx->lock);
+
+	r.slot = id;
+	if (copy_to_user(uarg, &r, sizeof(r))) {
+		/* The caller could never name it: take it back. */
+		mrl_remove(ctx, id);
+		return -EFAULT;
+	}
+	return 0;
+
+err_unlock:
+	mutex_unlock(&ctx->lock);
+	kmem_cache_free(mrl_slot_cache, slot);
+	return ret;
+}
+
+static int mrl_remove(struct mrl_ctx *ctx, u32 id)
+{
+	struct mrlease_slot_status *st;
+	struct mrl_slot *slot;
+
+	mutex_lock(&ctx->lock);
+	slot = ctx->status ? xa_load(&ctx->slots, id) : NULL;
+	if (!slot) {
+		mutex_unlock(&ctx->lock);
+		return -ENOENT;
+	}
+	xa_erase(&ctx->slots, id);
+	mmu_interval_notifier_remove(&slot->mni);
+	ctx->nr_ranges--;
+	/*
+	 * A later registration may get this slot: its generation goes on from
+	 * here, so a value saved before never matches again.
+	 */
+	spin_lock(&ctx->ev_lock);
+	st = mrl_slot_status(ctx, id);
+	WRITE_ONCE(st->generation, st->generation + 1);
+	WRITE_ONCE(st->pending, 0);
+	spin_unlock(&ctx->ev_lock);
+	mutex_unlock(&ctx->lock);
+	kmem_cache_free(mrl_slot_cache, slot);
+	return 0;
+}
+
+static long mrl_unregister(struct mrl_ctx *ctx, u32 __user *uarg)
+{
+	u32 id;
+
+	if (get_user(id, uarg))
+		return -EFAULT;
+	return mrl_remove(ctx, id);
+}
+
+static long mrl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct mrl_ctx *ctx = file->private_data;
+	int ret = mrl_check_mm(ctx);
+
+	if (ret)
+		return ret;
+	switch (cmd) {
+	case MRLEASE_IOC_SETUP:
+		return mrl_setup(ctx, (void __user *)arg);
+	case MRLEASE_IOC_REGISTER:
+		return mrl_register(ctx, (void __user *)arg);
+	case MRLEASE_IOC_UNREGISTER:
+		return mrl_unregister(ctx, (u32 __user *)arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static bool mrl_has_events(struct mrl_ctx *ctx)
+{
+	bool ret;
+
+	spin_lock(&ctx->ev_lock);
+	ret = ctx->count || ctx->overflow_kinds;
+	spin_unlock(&ctx->ev_lock);
+	return ret;
+}
+
+/*
+ * Copy the oldest events to @out without consuming them; the reader holds
+ * read_lock, so they stay at the head until mrl_commit().
+ */
+static u32 mrl_peek(struct mrl_ctx *ctx, struct mrlease_event *out, u32 max,
+		    u64 *overflow_seq, u32 *queued)
+{
+	struct mrl_qevent *ev;
+	struct mrl_slot *slot;
+	u32 n = 0, i;
+
+	spin_lock(&ctx->ev_lock);
+	*overflow_seq = 0;
+	if (ctx->overflow_kinds) {
+		memset(&out[0], 0, sizeof(out[0]));
+		out[0].end = ~0ULL;
+		out[0].slot = MRLEASE_SLOT_ALL;
+		out[0].kind = ctx->overflow_kinds | MRLEASE_EV_OVERFLOW;
+		*overflow_seq = ctx->overflow_seq;
+		n = 1;
+	}
+	for (i = 0; i < ctx->count && n < max; i++) {
+		ev = &ctx->queue[(ctx->head + i) % ctx->queue_len];
+		slot = xa_load(&ctx->slots, ev->slot);
+		if (!slot || slot->seq != ev->seq)
+			continue; /* unregistered since: consumed, not told */
+		out[n].start = ev->start;
+		out[n].end = ev->end;
+		out[n].cookie = ev->cookie;
+		out[n].generation = ev->generation;
+		out[n].slot = ev->slot;
+		out[n].kind = ev->kind;
+		n++;
+	}
+	*queued = i;
+	spin_unlock(&ctx->ev_lock);
+	return n;
+}
+
+static void mrl_commit(struct mrl_ctx *ctx, u64 overflow_seq, u32 queued)
+{
+	struct mrlease_slot_status *st;
+	struct mrl_qevent *ev;
+	struct mrl_slot *slot;
+	unsigned long id;
+	u32 i;
+
+	spin_lock(&ctx->ev_lock);
+	for (i = 0; i < queued; i++) {
+		ev = &ctx->queue[ctx->head];
+		slot = xa_load(&ctx->slots, ev->slot);
+		st = mrl_slot_status(ctx, ev->slot);
+		/* Read: not pending, unless it broke again since. */
+		if (slot && slot->seq == ev->seq &&
+		    st->generation == ev->generation)
+			WRITE_ONCE(st->pending, 0);
+		ctx->head = (ctx->head + 1) % ctx->queue_len;
+		ctx->count--;
+	}
+	if (overflow_seq && overflow_seq == ctx->overflow_seq) {
+		/* Nothing folded since it was read: every break is told. */
+		ctx->overflow_kinds = 0;
+		xa_for_each(&ctx->slots, id, slot)
+			WRITE_ONCE(mrl_slot_status(ctx, id)->pending, 0);
+	}
+	if (!ctx->count && !ctx->overflow_kinds)
+		WRITE_ONCE(ctx->status->queued, 0);
+	spin_unlock(&ctx->ev_lock);
+}
+
+static ssize_t mrl_read(struct file *file, char __user *buf, size_t len,
+			loff_t *off)
+{
+	struct mrl_ctx *ctx = file->private_data;
+	struct mrlease_event evs[MRL_READ_BATCH];
+	size_t done = 0, max = len / sizeof(evs[0]);
+	u64 overflow_seq;
+	u32 n, queued;
+	int ret = mrl_check_mm(ctx);
+
+	if (ret)
+		return ret;
+	if (!max)
+		return -EINVAL;
+	if (!mrl_status(ctx))
+		return -EINVAL;
+
+	while (!(file->f_flags & O_NONBLOCK) && !mrl_has_events(ctx)) {
+		ret = wait_event_interruptible(ctx->wq, mrl_has_events(ctx));
+		if (ret)
+			return ret;
+	}
+
+	mutex_lock(&ctx->read_lock);
+	while (done < max) {
+		n = mrl_peek(ctx, evs, min_t(size_t, max - done, MRL_READ_BATCH),
+			     &overflow_seq, &queued);
+		if (!n && !queued)
+			break;
+		if (n && copy_to_user(buf + done * sizeof(evs[0]), evs,
+				      n * sizeof(evs[0]))) {
+			mutex_unlock(&ctx->read_lock);
+			return done ? done * sizeof(evs[0]) : -EFAULT;
+		}
+		mrl_commit(ctx, overflow_seq, queued);
+		done += n;
+	}
+	mutex_unlock(&ctx->read_lock);
+	return done ? done * sizeof(evs[0]) : -EAGAIN;
+}
+
+static __poll_t mrl_poll(struct file *file, poll_table *wait)
+{
+	struct mrl_ctx *ctx = file->private_data;
+
+	if (mrl_check_mm(ctx))
+		return EPOLLERR;
+	poll_wait(file, &ctx->wq, wait);
+	return mrl_has_events(ctx) ? EPOLLIN | EPOLLRDNORM : 0;
+}
+
+static int mrl_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct mrl_ctx *ctx = file->private_data;
+	struct mrlease_status_hdr *status = mrl_status(ctx);
+	int ret = mrl_check_mm(ctx);
+
+	if (ret)
+		return ret;
+	if (!status || vma->vm_pgoff ||
+	    vma->vm_end - vma->vm_start > ctx->status_size)
+		return -EINVAL;
+	if (vma->vm_flags & VM_WRITE)
+		return -EPERM;
+	/* Out of tree, for 5.10 on: vm_flags is read-only from 6.3. */
+#if KERNEL_VERSION(6, 3, 0) <= LINUX_VERSION_CODE
+	vm_flags_mod(vma, VM_DONTCOPY, VM_MAYWRITE);
+#else
+	vma->vm_flags = (vma->vm_flags | VM_DONTCOPY) & ~VM_MAYWRITE;
+#endif
+	return remap_vmalloc_range(vma, status, 0);
+}
+
+static const struct file_operations mrl_fops = {
+	.owner = THIS_MODULE,
+	.open = mrl_open,
+	.release = mrl_release,
+	.unlocked_ioctl = mrl_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.read = mrl_read,
+	.poll = mrl_poll,
+	.mmap = mrl_mmap,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice mrl_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "mrlease",
+	.fops = &mrl_fops,
+	/* A context sees only its opener's own memory. */
+	.mode = 0666,
+};
+
+static int __init mrl_init(void)
+{
+	int ret;
+
+	mrl_slot_cache = KMEM_CACHE(mrl_slot, SLAB_ACCOUNT);
+	if (!mrl_slot_cache)
+		return -ENOMEM;
+	ret = misc_register(&mrl_misc);
+	if (ret) {
+		kmem_cache_destroy(mrl_slot_cache);
+		return ret;
+	}
+	pr_info("ready: /dev/%s (max_ranges %u, max_events %u)\n",
+		mrl_misc.name, max_ranges, max_events);
+	return 0;
+}
+
+static void __exit mrl_exit(void)
+{
+	/* Open contexts hold a module reference: none is left here. */
+	misc_deregister(&mrl_misc);
+	kmem_cache_destroy(mrl_slot_cache);
+}
+
+module_init(mrl_init);
+module_exit(mrl_exit);
+
+MODULE_LICENSE("Dual BSD/GPL");
+MODULE_DESCRIPTION("Coherent RDMA registrations: page changes told before they happen");
+MODULE_AUTHOR("mrlease developers");
