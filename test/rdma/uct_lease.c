@@ -12,6 +12,10 @@
  *               as UCP does through the registration cache)
  *     inflight  source remapped while 16 put_zcopy are in flight; they must
  *               complete, and the next round must carry the new bytes
+ *     rebind    target unmapped, and left so until the engine's own thread has
+ *               seen it (its window unbound), then mapped again behind libc's
+ *               back (no event at all); after the next registration lookup a
+ *               put with the old key must land in the new pages
  *     gone      target unmapped for good: a put with the old key must fail
  *               with an error, a put to other memory on another endpoint must
  *               still work, and registering the gone range must fail
@@ -409,6 +413,36 @@ static void scenario_inflight(conn_t *c)
            "remapped; the next round carried %ld wrong bytes\n", wrong);
 }
 
+/* The window is unbound by the engine's dispatcher thread, not by a call of
+ * ours; nothing but the memory coming back happens before the next lookup. */
+static void scenario_rebind(conn_t *c)
+{
+    unsigned char *t = map(), *s = map();
+    reg_t rt, rs, rl;
+    ucs_status_t st;
+    int it;
+
+    CHECK(reg(&a, t, LEN, &rt, 1) == UCS_OK, "reg target");
+    CHECK(reg(&b, s, LEN, &rs, 0) == UCS_OK, "reg source");
+    for (it = 0; it < 4; ++it) {
+        syscall(SYS_munmap, t, LEN);
+        usleep(200000); /* no call of ours: the engine's thread sees it alone */
+        CHECK(syscall(SYS_mmap, t, LEN, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == (long)t,
+              "mapping the target again failed");
+        /* the next call into UCX: a registration lookup, which catches up */
+        CHECK(reg(&b, s, LEN, &rl, 0) == UCS_OK, "lookup");
+        uct_md_mem_dereg(b.md, rl.memh);
+        fill(s, it);
+        st = rdma(c->ep_b, 1, s, rs.memh, (uintptr_t)t, rt.rkey.rkey, LEN, 1);
+        CHECK(st == UCS_OK, "rebind: round %d: put with the old key after the "
+              "memory came back: %s", it, ucs_status_string(st));
+        wrong += count_wrong(t, it);
+    }
+    printf("uct_lease: rebind: 4 rounds, target unmapped (seen by the engine's "
+           "thread) and mapped again with no event; %ld wrong bytes\n", wrong);
+}
+
 static void scenario_gone(conn_t *c)
 {
     unsigned char *t = map(), *u = map(), *s = map();
@@ -470,6 +504,8 @@ int main(int argc, char **argv)
         scenario_source(&c);
     } else if (!strcmp(scenario, "inflight")) {
         scenario_inflight(&c);
+    } else if (!strcmp(scenario, "rebind")) {
+        scenario_rebind(&c);
     } else if (!strcmp(scenario, "gone")) {
         scenario_gone(&c);
     } else {
