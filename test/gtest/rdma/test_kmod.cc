@@ -11,6 +11,7 @@
 #include "../../../kernel/mrlease_uapi.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -451,9 +452,21 @@ TEST_F(test_kmod, hundred_thousand_ranges)
     double t1 = kmod_now_s();
     EXPECT_EQ(-ENOSPC, ctx.reg(p, m_page, 0, &slot));
     ASSERT_EQ(0, munmap(p + 4242 * m_page, m_page));
-    auto evs = ctx.read_all();
-    ASSERT_EQ(1u, evs.size());
-    EXPECT_EQ(4242u, evs[0].cookie);
+    /* Splitting a THP-eligible vma raises CLEAR over the aligned 2 MiB
+     * around the cut, present pages or not (__split_huge_pmd): neighbours
+     * may be told too, conservatively; the unmapped one exactly once. */
+    auto evs     = ctx.read_all();
+    size_t unmap = 0;
+    for (auto &ev : evs) {
+        if (ev.kind == MRLEASE_EV_UNMAP) {
+            EXPECT_EQ(4242u, ev.cookie);
+            ++unmap;
+        } else {
+            EXPECT_EQ(MRLEASE_EV_CLEAR, ev.kind);
+            EXPECT_LT(std::abs((long)ev.cookie - 4242), 512);
+        }
+    }
+    EXPECT_EQ(1u, unmap);
     ASSERT_EQ(0, munmap(p, n * m_page));
     evs = ctx.read_all();
     ASSERT_FALSE(evs.empty());
