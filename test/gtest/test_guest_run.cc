@@ -18,12 +18,29 @@ static std::string guest_run()
 TEST(guest_run, exit_status_and_output)
 {
     run_result r = run({guest_run(), "--", "/bin/sh", "-c",
-                        "echo hello from $(uname -r); ls /sys/class/infiniband; exit 7"},
+                        "echo hello from $(uname -r); ls /sys/class/infiniband; "
+                        "echo veth0 mtu $(cat /sys/class/net/veth0/mtu); "
+                        "ibv_devinfo -d rxe0 | grep active_mtu; exit 7"},
                        {}, 300);
     EXPECT_EQ(7, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("hello from 6.1")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("rxe0")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("rxe1")) << r.output;
+    /* the links default to MTU 9000, so rxe runs at its largest MTU */
+    EXPECT_NE(std::string::npos, r.output.find("veth0 mtu 9000")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("active_mtu:\t\t4096 (5)")) << r.output;
+}
+
+/* --mtu reaches the links and rxe: 1500 gives active_mtu 1024 */
+TEST(guest_run, mtu_option_sets_the_links_and_rxe)
+{
+    run_result r = run({guest_run(), "--mtu", "1500", "--", "/bin/sh", "-c",
+                        "echo veth1 mtu $(cat /sys/class/net/veth1/mtu); "
+                        "ibv_devinfo -d rxe1 | grep active_mtu"},
+                       {}, 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("veth1 mtu 1500")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("active_mtu:\t\t1024 (3)")) << r.output;
 }
 
 TEST(guest_run, pmem_is_dax_mounted)
@@ -98,6 +115,21 @@ TEST(guest_run, bad_options)
     r = run({guest_run(), "--share", "/nonexistent/dir", "--", "true"});
     EXPECT_EQ(125, r.status);
     EXPECT_NE(std::string::npos, r.output.find("no such directory")) << r.output;
+    for (auto mtu : {"banana", "", "9000x", "-1500"}) {
+        r = run({guest_run(), "--mtu", mtu, "--", "true"});
+        EXPECT_EQ(125, r.status) << mtu;
+        EXPECT_NE(std::string::npos, r.output.find("--mtu needs a number of bytes"))
+            << mtu << ": " << r.output;
+    }
+    for (auto mtu : {"0", "1279", "65536", "99999999999999999999", "18446744073709560616"}) {
+        r = run({guest_run(), "--mtu", mtu, "--", "true"});
+        EXPECT_EQ(125, r.status) << mtu;
+        EXPECT_NE(std::string::npos, r.output.find("out of range: 1280")) << mtu << ": "
+                                                                           << r.output;
+    }
+    r = run({guest_run(), "--mtu", "--", "true"});
+    EXPECT_EQ(125, r.status);
+    EXPECT_NE(std::string::npos, r.output.find("--mtu needs a number")) << r.output;
 }
 
 TEST(guest_run, no_qemu)

@@ -210,6 +210,111 @@ TEST_P(test_rdma_coherence, mrlease_keeps_every_byte)
 INSTANTIATE_TEST_SUITE_P(change, test_rdma_coherence,
                          ::testing::Values("remap", "mremap", "dontneed"));
 
+/* rxe's active_mtu of DEV's port 1, as ibv_devinfo prints it ("4096"), or
+ * what ibv_devinfo said when it has none */
+static std::string active_mtu(const std::string &dev)
+{
+    run_result r = run({"/usr/bin/ibv_devinfo", "-d", dev}, {}, 30);
+    size_t pos = r.output.find("active_mtu:");
+    if ((r.status != 0) || (pos == std::string::npos)) {
+        return "(ibv_devinfo -d " + dev + ": status " + std::to_string(r.status) + ") " +
+               r.output;
+    }
+    pos = r.output.find_first_not_of(" \t", pos + strlen("active_mtu:"));
+    return r.output.substr(pos, r.output.find_first_of(" \n", pos) - pos);
+}
+
+static std::string read_line(const std::string &path)
+{
+    std::string line;
+    FILE *f = fopen(path.c_str(), "r");
+    char buf[64];
+    if ((f != NULL) && (fgets(buf, sizeof(buf), f) != NULL)) {
+        line = buf;
+        line.erase(line.find_last_not_of("\n") + 1);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return line;
+}
+
+/* The guest runs its veths at MTU 9000 (guest-run --mtu, so that rxe's
+ * active_mtu is 4096); this guard lowers veth0 and veth1 to MTU for one test
+ * and puts back what it found. rxe follows the netdev's MTU at once. */
+class link_mtu_guard {
+public:
+    explicit link_mtu_guard(int mtu)
+    {
+        for (auto dev : {"veth0", "veth1"}) {
+            m_saved[dev] = read_line(std::string("/sys/class/net/") + dev + "/mtu");
+            m_status    |= run({"/usr/sbin/ip", "link", "set", dev, "mtu",
+                                std::to_string(mtu)}, {}, 30).status;
+        }
+    }
+    ~link_mtu_guard()
+    {
+        for (auto &kv : m_saved) {
+            if (!kv.second.empty()) {
+                run({"/usr/sbin/ip", "link", "set", kv.first, "mtu", kv.second}, {}, 30);
+            }
+        }
+    }
+    int status() const { return m_status; }
+
+private:
+    std::map<std::string, std::string> m_saved;
+    int                                m_status = 0;
+};
+
+/* What guest-run asked for (MRL_GUEST_MTU, 9000 by default) is what the
+ * links and rxe run at. */
+TEST_F(test_rdma, links_run_at_the_guest_mtu)
+{
+    const char *want = getenv("MRL_GUEST_MTU");
+    ASSERT_NE(nullptr, want) << "guest-run exports MRL_GUEST_MTU";
+    EXPECT_EQ(want, read_line("/sys/class/net/veth0/mtu"));
+    EXPECT_EQ(want, read_line("/sys/class/net/veth1/mtu"));
+    if (atoi(want) >= 9000) {
+        EXPECT_EQ("4096", active_mtu("rxe0"));
+        EXPECT_EQ("4096", active_mtu("rxe1"));
+    }
+}
+
+/* Correctness must not depend on the fast links: the point-to-point remap
+ * job of test_rdma_coherence at MTU 1500 (active_mtu 1024: a 1 MiB
+ * rendezvous is 1024 packets, RDMA READ responses retransmit under TCG).
+ * 4 iterations of 1 MiB, 2 changes on each rank, keep it to seconds. */
+TEST_F(test_rdma, mtu_1500_plain_ucx_fails_mrlease_keeps_every_byte)
+{
+    link_mtu_guard mtu(1500);
+    ASSERT_EQ(0, mtu.status()) << "ip link set veth0/veth1 mtu 1500 failed";
+    ASSERT_EQ("1024", active_mtu("rxe0"));
+    ASSERT_EQ("1024", active_mtu("rxe1"));
+
+    run_result plain = run(mpirun(1, builddir_path("test/mpi/mpi_remap"),
+                                  {"4", "remap", "both"}),
+                           mpi_env(), 300);
+    EXPECT_NE(0, plain.status) << "plain UCX kept coherent: the test cannot see "
+                                  "decoherence\n" << plain.output;
+    EXPECT_NE(std::string::npos, plain.output.find("mpi_remap: FAILED")) << plain.output;
+    EXPECT_EQ(std::string::npos, plain.output.find("; 0 wrong bytes")) << plain.output;
+
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_remap"),
+                              {"4", "remap", "both"}, mrlease_runner()),
+                       mpi_env(), 300);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("; 0 wrong bytes")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
+    long invalidated, restored;
+    restored_counts(r.output, &invalidated, &restored);
+    EXPECT_GE(invalidated, 4) << r.output; /* 2 changes on each of the two ranks */
+    EXPECT_EQ(invalidated, restored) << r.output;
+    /* still at MTU 1500 when the jobs ended */
+    EXPECT_EQ("1024", active_mtu("rxe0"));
+    printf("%s", r.output.c_str());
+}
+
 /*
  * UCT level, one process, rc_verbs between rxe0 and rxe1: put/get zcopy and
  * atomics while the memory under registrations changes between operations
