@@ -29,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Leased registration caches at once (UCX has one per IB memory domain). */
 #define IB_LEASE_MAX_RCACHES 64
 
 typedef ucs_status_t (*rcache_create_func_t)(const ucs_rcache_params_t*, const char*,
@@ -44,9 +45,22 @@ static struct {
     rcache_create_func_t  real_create;
     rcache_get_func_t     real_get;
     rcache_destroy_func_t real_destroy;
-    /* leased rcaches: written under the lock, read by get without it */
+    /*
+     * Leased rcaches, found by get without the lock: slot i is in use while
+     * rcaches[i] is set. Create fills leased[i] before publishing rcaches[i];
+     * destroy clears rcaches[i] before freeing leased[i]. A lookup compares
+     * rcaches[] only and reads leased[i] once it matched its own rcache,
+     * which UCX does not destroy while looking it up: a slot being freed or
+     * reused for another cache is never dereferenced. Slots are reused.
+     */
+    ucs_rcache_t          *rcaches[IB_LEASE_MAX_RCACHES];
     ucs_mrlease_rcache_t  *leased[IB_LEASE_MAX_RCACHES];
-    unsigned              num_leased;
+    unsigned              num_slots;    /* high-water mark of slots used */
+    unsigned              num_leased;   /* in use now */
+    unsigned              max_leased;   /* ...at most, at once */
+    unsigned long         total_leased; /* ever */
+    int                   full_said;
+    int                   torn_down;
 } ib_lease = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 enum {
@@ -60,17 +74,24 @@ ucs_mrlease_engine_t ib_lease_engine_storage;
 void ib_lease_catch_up_slow(void)
 {
     ucs_mrlease_engine_t *engine = &ib_lease_engine_storage;
+    uint32_t pending;
 
     /* Monitors may raise the word while the engine is still being set up
      * (or failing to be): touch it only once we are on. */
     if (__atomic_load_n(&ib_lease.state, __ATOMIC_ACQUIRE) != IB_LEASE_STATE_ON) {
         return;
     }
-    ucs_mrlease_dispatch(engine);
-    if (ib_lease_keeper_unbacked) {
+    /* Only what is pending beyond the keeper's hold needs the engine (and its
+     * locks). The keeper holds the word only when a re-bind attempt is due
+     * (it sets and clears the hold itself, under its lock). */
+    pending = __atomic_load_n(&engine->hot.pending, __ATOMIC_ACQUIRE);
+    if (pending & ~UCS_MRLEASE_PENDING_HELD) {
+        ucs_mrlease_dispatch(engine);
+    }
+    if ((pending & UCS_MRLEASE_PENDING_HELD) &&
+        __atomic_load_n(&ib_lease_keeper_unbacked, __ATOMIC_ACQUIRE)) {
         ib_lease_keeper_retry();
     }
-    ucs_mrlease_engine_hold_pending(engine, ib_lease_keeper_unbacked);
 }
 
 static void *ib_lease_next(const char *name)
@@ -175,14 +196,34 @@ int ib_lease_caller_is_uct_ib(const void *ret_addr)
 
 static ucs_mrlease_rcache_t *ib_lease_find(const ucs_rcache_t *rcache)
 {
-    unsigned i, n = __atomic_load_n(&ib_lease.num_leased, __ATOMIC_ACQUIRE);
+    unsigned i, n = __atomic_load_n(&ib_lease.num_slots, __ATOMIC_ACQUIRE);
 
     for (i = 0; i < n; ++i) {
-        if ((ib_lease.leased[i] != NULL) && (ib_lease.leased[i]->rcache == rcache)) {
-            return ib_lease.leased[i];
+        if (__atomic_load_n(&ib_lease.rcaches[i], __ATOMIC_ACQUIRE) == rcache) {
+            return __atomic_load_n(&ib_lease.leased[i], __ATOMIC_RELAXED);
         }
     }
     return NULL;
+}
+
+/* A free slot (lock held), or -1 after saying once that the table is full. */
+static int ib_lease_slot_get(const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < IB_LEASE_MAX_RCACHES; ++i) {
+        if (ib_lease.rcaches[i] == NULL) {
+            return i;
+        }
+    }
+    if (!ib_lease.full_said) {
+        ib_lease.full_said = 1;
+        ucs_error("mrlease: more than %d IB registration caches at once "
+                  "(IB_LEASE_MAX_RCACHES): '%s' and any further ones are NOT "
+                  "leased, their registrations are NOT kept coherent",
+                  IB_LEASE_MAX_RCACHES, name);
+    }
+    return -1;
 }
 
 ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *name,
@@ -192,6 +233,7 @@ ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *na
     ucs_mrlease_rcache_t *lrc;
     ucs_rcache_params_t leased;
     ucs_status_t status;
+    int slot;
 
     pthread_mutex_lock(&ib_lease.lock);
     ib_lease_resolve();
@@ -200,8 +242,7 @@ ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *na
         return ib_lease.real_create(params, name, stats_parent, rcache_p);
     }
     ib_lease_decide();
-    if ((ib_lease.state != IB_LEASE_STATE_ON) ||
-        (ib_lease.num_leased == IB_LEASE_MAX_RCACHES)) {
+    if ((ib_lease.state != IB_LEASE_STATE_ON) || ((slot = ib_lease_slot_get(name)) < 0)) {
         pthread_mutex_unlock(&ib_lease.lock);
         return ib_lease.real_create(params, name, stats_parent, rcache_p);
     }
@@ -218,8 +259,15 @@ ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *na
         pthread_mutex_unlock(&ib_lease.lock);
         return status;
     }
-    ib_lease.leased[ib_lease.num_leased] = lrc;
-    __atomic_store_n(&ib_lease.num_leased, ib_lease.num_leased + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&ib_lease.leased[slot], lrc, __ATOMIC_RELAXED);
+    __atomic_store_n(&ib_lease.rcaches[slot], lrc->rcache, __ATOMIC_RELEASE);
+    if ((unsigned)slot >= ib_lease.num_slots) {
+        __atomic_store_n(&ib_lease.num_slots, slot + 1, __ATOMIC_RELEASE);
+    }
+    ++ib_lease.total_leased;
+    if (++ib_lease.num_leased > ib_lease.max_leased) {
+        ib_lease.max_leased = ib_lease.num_leased;
+    }
     pthread_mutex_unlock(&ib_lease.lock);
 
     ucs_debug("mrlease: IB registration cache '%s' is leased", name);
@@ -259,22 +307,27 @@ ucs_status_t ucs_rcache_get(ucs_rcache_t *rcache, void *address, size_t length,
 
 void ucs_rcache_destroy(ucs_rcache_t *rcache)
 {
-    ucs_mrlease_rcache_t *lrc;
+    ucs_mrlease_rcache_t *lrc = NULL;
     unsigned i;
 
     pthread_mutex_lock(&ib_lease.lock);
     ib_lease_resolve();
-    lrc = ib_lease_find(rcache);
-    if (lrc != NULL) {
-        for (i = 0; i < ib_lease.num_leased; ++i) {
-            if (ib_lease.leased[i] == lrc) {
-                ib_lease.leased[i] = NULL; /* slots are not reused */
-            }
+    for (i = 0; i < ib_lease.num_slots; ++i) {
+        if (ib_lease.rcaches[i] == rcache) {
+            lrc = ib_lease.leased[i];
+            /* lookups of other caches stop looking at the slot first */
+            __atomic_store_n(&ib_lease.rcaches[i], NULL, __ATOMIC_RELEASE);
+            ib_lease.leased[i] = NULL;
+            --ib_lease.num_leased;
+            break;
         }
     }
     pthread_mutex_unlock(&ib_lease.lock);
     ib_lease.real_destroy(rcache);
-    free(lrc);
+    if (lrc != NULL) {
+        free(lrc);
+        ib_lease_keeper_release_idle_binders();
+    }
 }
 
 /* What was registered without caching, and why (one line, if any). */
@@ -298,17 +351,43 @@ static void ib_lease_summary_uncached(const ucs_mrlease_counters_t *c)
     }
 }
 
+/*
+ * At exit, once the application has closed UCX (MPI_Finalize, ucp_cleanup):
+ * no leased cache and no kept key refers to the engine any more, so its
+ * threads are joined, its monitors closed (UCM handlers, userfaultfd, file
+ * leases) and its memory freed. This runs before the destructors of UCX's
+ * libraries, which we depend on. A process that exits with UCX still open
+ * keeps the engine (its caches may still call into it); a forked child has
+ * none of the engine's threads to join and leaves it alone too.
+ */
+static int ib_lease_teardown(unsigned *rcaches, unsigned *kept)
+{
+    pthread_mutex_lock(&ib_lease.lock);
+    *rcaches = ib_lease.num_leased;
+    *kept    = ib_lease_keeper_count();
+    if ((*rcaches != 0) || (*kept != 0) ||
+        (ib_lease_engine_storage.pid != getpid())) {
+        pthread_mutex_unlock(&ib_lease.lock);
+        return 0;
+    }
+    /* catch-ups from now on see mrlease off; the engine reads as idle */
+    __atomic_store_n(&ib_lease.state, IB_LEASE_STATE_OFF, __ATOMIC_RELEASE);
+    ib_lease_keeper_disable();
+    ucs_mrlease_engine_cleanup(&ib_lease_engine_storage);
+    memset(&ib_lease_engine_storage, 0, sizeof(ib_lease_engine_storage));
+    ib_lease.torn_down = 1;
+    pthread_mutex_unlock(&ib_lease.lock);
+    return 1;
+}
+
 /* One line per process at exit: what was caught and healed. */
-static void __attribute__((destructor)) ib_lease_summary(void)
+static void ib_lease_summary(void)
 {
     ib_lease_keeper_counters_t kc;
     ucs_mrlease_counters_t c;
     unsigned k;
     uint64_t events = 0;
 
-    if ((ib_lease.state != IB_LEASE_STATE_ON) || !ib_lease.config.summary) {
-        return;
-    }
     ucs_mrlease_counters_get(&ib_lease_engine_storage, &c);
     for (k = 0; k < UCS_MRLEASE_EV_KINDS; ++k) {
         events += c.events[k];
@@ -329,5 +408,36 @@ static void __attribute__((destructor)) ib_lease_summary(void)
                 "%llu lost it\n", (int)getpid(), (unsigned long long)kc.kept,
                 (unsigned long long)kc.rebound, (unsigned long long)kc.unbacked,
                 (unsigned long long)kc.lost);
+    }
+}
+
+static void __attribute__((destructor)) ib_lease_fini(void)
+{
+    unsigned rcaches, kept, binders, binders_total;
+    int summary, down;
+
+    if (__atomic_load_n(&ib_lease.state, __ATOMIC_ACQUIRE) != IB_LEASE_STATE_ON) {
+        return;
+    }
+    summary = ib_lease.config.summary;
+    if (summary) {
+        ib_lease_summary();
+    }
+    down    = ib_lease_teardown(&rcaches, &kept);
+    binders = ib_lease_mw_binder_count(&binders_total);
+    if (!summary) {
+        return;
+    }
+    if (down) {
+        fprintf(stderr, "mrlease[%d]: %lu IB registration caches leased (at most %u "
+                "at once), windows on %u protection domains (%u still open); engine "
+                "shut down\n", (int)getpid(), ib_lease.total_leased,
+                ib_lease.max_leased, binders_total, binders);
+    } else {
+        fprintf(stderr, "mrlease[%d]: %lu IB registration caches leased (at most %u "
+                "at once), windows on %u protection domains (%u still open); engine "
+                "left running: %u caches and %u kept keys still open (UCX was not "
+                "closed)\n", (int)getpid(), ib_lease.total_leased,
+                ib_lease.max_leased, binders_total, binders, rcaches, kept);
     }
 }

@@ -7,6 +7,7 @@
 #include <ucs_mrlease/mrlease.h>
 #include <ucs/config/parser.h>
 #include <ucs/debug/log_def.h>
+#include <stdint.h>
 #include <time.h>
 
 typedef struct ucs_ib_lease_config {
@@ -30,6 +31,15 @@ static UCS_F_ALWAYS_INLINE void ib_lease_catch_up(void)
     if (ucs_unlikely(((ucs_mrlease_engine_hot_t*)&ib_lease_engine_storage)->pending)) {
         ib_lease_catch_up_slow();
     }
+}
+
+/* Monotonic nanoseconds (vDSO, no system call). */
+static inline uint64_t ib_lease_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
 /* Monotonic seconds, for slow-path deadlines. */

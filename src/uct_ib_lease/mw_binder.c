@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IB_LEASE_MAX_BINDERS  64
 #define IB_LEASE_BIND_TIMEOUT 5.0 /* seconds; a local operation, normally µs */
 
 struct ib_lease_mw_binder {
@@ -17,8 +16,12 @@ struct ib_lease_mw_binder {
     int           usable;
 };
 
+/* Slots are freed when their PD is deallocated (ibv_dealloc_pd, interposed
+ * in rkey_keeper.c) and reused; pd == NULL marks a free one. */
 static ib_lease_mw_binder_t ib_lease_binders[IB_LEASE_MAX_BINDERS];
-static unsigned             ib_lease_num_binders;
+static unsigned             ib_lease_num_binders;   /* slots in use */
+static unsigned             ib_lease_total_binders; /* ever opened */
+static int                  ib_lease_binders_full_said;
 
 static int ib_lease_binder_connect_self(ib_lease_mw_binder_t *b)
 {
@@ -108,44 +111,89 @@ static const char *ib_lease_binder_open(ib_lease_mw_binder_t *b, struct ibv_pd *
     return NULL;
 }
 
+static void ib_lease_binder_close(ib_lease_mw_binder_t *b)
+{
+    if ((b->qp != NULL) && ibv_destroy_qp(b->qp)) {
+        ucs_warn("mrlease: destroying the window binding QP failed: %m");
+    }
+    if ((b->cq != NULL) && ibv_destroy_cq(b->cq)) {
+        ucs_warn("mrlease: destroying the window binding CQ failed: %m");
+    }
+    memset(b, 0, sizeof(*b));
+}
+
 ib_lease_mw_binder_t *ib_lease_mw_binder_get(struct ibv_pd *pd)
 {
-    ib_lease_mw_binder_t *b;
+    ib_lease_mw_binder_t *b = NULL;
     const char *why;
     unsigned i;
 
-    for (i = 0; i < ib_lease_num_binders; ++i) {
+    for (i = 0; i < IB_LEASE_MAX_BINDERS; ++i) {
         if (ib_lease_binders[i].pd == pd) {
             return ib_lease_binders[i].usable ? &ib_lease_binders[i] : NULL;
         }
+        if ((b == NULL) && (ib_lease_binders[i].pd == NULL)) {
+            b = &ib_lease_binders[i];
+        }
     }
-    if (ib_lease_num_binders == IB_LEASE_MAX_BINDERS) {
+    if (b == NULL) {
+        if (!ib_lease_binders_full_said) {
+            ib_lease_binders_full_said = 1;
+            ucs_error("mrlease: more than %d protection domains at once "
+                      "(IB_LEASE_MAX_BINDERS): registrations on %s and any "
+                      "further ones keep plain remote keys, which stop working "
+                      "for peers after the memory under them changes",
+                      IB_LEASE_MAX_BINDERS,
+                      ibv_get_device_name(pd->context->device));
+        }
         return NULL;
     }
-    b   = &ib_lease_binders[ib_lease_num_binders++];
+    ++ib_lease_num_binders;
+    ++ib_lease_total_binders;
     why = ib_lease_binder_open(b, pd);
     if (why != NULL) {
         ucs_warn("mrlease: %s: %s: remote keys are NOT kept across re-registration "
                  "on this device; a peer that holds one (an MPI window) gets a "
                  "remote access error after the memory under it changes",
                  ibv_get_device_name(pd->context->device), why);
+        /* the slot stays taken (pd set, unusable) until the PD goes, so that
+         * the warning is not repeated for every registration */
+        if (b->qp != NULL) {
+            ibv_destroy_qp(b->qp);
+            b->qp = NULL;
+        }
+        if (b->cq != NULL) {
+            ibv_destroy_cq(b->cq);
+            b->cq = NULL;
+        }
     }
     return b->usable ? b : NULL;
 }
 
-void ib_lease_mw_binder_destroy_all(void)
+void ib_lease_mw_binder_release(struct ibv_pd *pd)
 {
     unsigned i;
 
-    for (i = 0; i < ib_lease_num_binders; ++i) {
-        if (ib_lease_binders[i].qp != NULL) {
-            ibv_destroy_qp(ib_lease_binders[i].qp);
-        }
-        if (ib_lease_binders[i].cq != NULL) {
-            ibv_destroy_cq(ib_lease_binders[i].cq);
+    for (i = 0; i < IB_LEASE_MAX_BINDERS; ++i) {
+        if (ib_lease_binders[i].pd == pd) {
+            ib_lease_binder_close(&ib_lease_binders[i]);
+            --ib_lease_num_binders;
+            return;
         }
     }
-    ib_lease_num_binders = 0;
+}
+
+struct ibv_pd *ib_lease_mw_binder_pd(unsigned i)
+{
+    return ib_lease_binders[i].pd;
+}
+
+unsigned ib_lease_mw_binder_count(unsigned *total)
+{
+    if (total != NULL) {
+        *total = ib_lease_total_binders;
+    }
+    return ib_lease_num_binders;
 }
 
 ucs_status_t ib_lease_mw_bind(ib_lease_mw_binder_t *binder, struct ibv_mw *mw,

@@ -14,11 +14,25 @@
 
 typedef struct ib_lease_mw_binder ib_lease_mw_binder_t;
 
+/* At most this many protection domains have a binder at once. */
+#define IB_LEASE_MAX_BINDERS 64
+
 /* Binder for pd, created at first use; NULL (with a warning, once per
- * device) when the device cannot bind type-1 windows. Not thread-safe: the
- * caller serializes. */
+ * device) when the device cannot bind type-1 windows, and NULL (with an
+ * error, once) when IB_LEASE_MAX_BINDERS protection domains already have
+ * one. Not thread-safe: the caller serializes (keeper lock). */
 ib_lease_mw_binder_t *ib_lease_mw_binder_get(struct ibv_pd *pd);
-void                  ib_lease_mw_binder_destroy_all(void);
+
+/* pd is about to be deallocated: destroy its binder's QP and CQ (which would
+ * keep the PD busy) and free the slot. No window may still be bound through
+ * it. */
+void                  ib_lease_mw_binder_release(struct ibv_pd *pd);
+
+/* The PD of binder slot i (< IB_LEASE_MAX_BINDERS), or NULL if free. */
+struct ibv_pd        *ib_lease_mw_binder_pd(unsigned i);
+
+/* Protection domains that have a binder now, and that ever had one. */
+unsigned              ib_lease_mw_binder_count(unsigned *total);
 
 /* Bind mw to [addr, addr+length) of mr with the given remote access and key
  * byte taken from rkey, so that its rkey is exactly @a rkey afterwards. A

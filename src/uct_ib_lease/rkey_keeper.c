@@ -12,19 +12,25 @@
 
 #include <ucs/datastruct/khash.h>
 #include <ucs/datastruct/list.h>
+#include <ucs/sys/math.h>
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #define IB_LEASE_REMOTE_ACCESS \
     (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC)
 
 /* Memory that is unmapped and mapped again is usually back within
- * microseconds; after this long, look for it less often. */
-#define IB_LEASE_RETRY_EAGER_SEC    1e-3
-#define IB_LEASE_RETRY_INTERVAL_SEC 1e-3
+ * microseconds: the first attempt is at the next catch-up. After each failed
+ * attempt the next one waits twice as long, from 1 ms up to 1 s; between
+ * attempts the pending word is not held (a catch-up is one load), and the
+ * keeper's timer thread raises it again when one is due. */
+#define IB_LEASE_RETRY_FIRST_SEC    1e-3
+#define IB_LEASE_RETRY_MAX_SEC      1.0
 #define IB_LEASE_LOST_SEC           1.0
 
 typedef struct ib_lease_kept_mr {
@@ -45,6 +51,7 @@ typedef struct ib_lease_kept_mr {
     int                  reported;
     double               unbacked_since;
     double               next_retry;
+    double               retry_interval; /* doubles per failed attempt */
     ucs_list_link_t      unbacked_list;
 } ib_lease_kept_mr_t;
 
@@ -53,12 +60,14 @@ KHASH_MAP_INIT_INT64(ib_lease_mr_slot, unsigned)
 typedef struct ibv_mr *(*reg_mr_iova2_func_t)(struct ibv_pd*, void*, size_t, uint64_t,
                                               unsigned);
 typedef int (*dereg_mr_func_t)(struct ibv_mr*);
+typedef int (*dealloc_pd_func_t)(struct ibv_pd*);
 
 static struct {
     pthread_mutex_t            lock;
     ucs_mrlease_engine_t       *engine;     /* set: keeping is on */
     reg_mr_iova2_func_t        real_reg;
     dereg_mr_func_t            real_dereg;
+    dealloc_pd_func_t          real_dealloc_pd;
     /* slots: a lease callback's arg is (generation << 32 | slot), so a
      * callback racing with ibv_dereg_mr finds the slot empty or reused */
     ib_lease_kept_mr_t         **slots;
@@ -69,7 +78,21 @@ static struct {
     unsigned                   count;
     ucs_list_link_t            unbacked;
     ib_lease_keeper_counters_t counters;
+    /* retry timer: holds the pending word when an attempt is due */
+    int                        held;      /* we hold the pending word */
+    double                     due;       /* next attempt, while !held */
+    pthread_t                  timer;
+    pid_t                      timer_pid; /* a forked child starts its own */
+    int                        timer_state; /* IB_LEASE_TIMER_* */
+    pthread_cond_t             timer_cond;
 } keeper = {.lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP};
+
+enum {
+    IB_LEASE_TIMER_NONE,
+    IB_LEASE_TIMER_RUNNING,
+    IB_LEASE_TIMER_STOPPING,
+    IB_LEASE_TIMER_FAILED   /* no thread: the word stays held, as before */
+};
 
 volatile uint32_t ib_lease_keeper_unbacked;
 
@@ -77,12 +100,14 @@ static void ib_lease_keeper_resolve(void)
 {
     if (keeper.real_dereg == NULL) {
         keeper.real_reg = (reg_mr_iova2_func_t)dlsym(RTLD_NEXT, "ibv_reg_mr_iova2");
+        keeper.real_dealloc_pd = (dealloc_pd_func_t)dlsym(RTLD_NEXT, "ibv_dealloc_pd");
         __atomic_store_n(&keeper.real_dereg,
                          (dereg_mr_func_t)dlsym(RTLD_NEXT, "ibv_dereg_mr"),
                          __ATOMIC_RELEASE);
-        if ((keeper.real_reg == NULL) || (keeper.real_dereg == NULL)) {
+        if ((keeper.real_reg == NULL) || (keeper.real_dereg == NULL) ||
+            (keeper.real_dealloc_pd == NULL)) {
             ucs_error("mrlease: libuct_ib_lease: libibverbs' ibv_reg_mr_iova2/"
-                      "ibv_dereg_mr not found: %s", dlerror());
+                      "ibv_dereg_mr/ibv_dealloc_pd not found: %s", dlerror());
             abort();
         }
     }
@@ -98,6 +123,39 @@ void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine)
     }
     keeper.engine = engine;
     pthread_mutex_unlock(&keeper.lock);
+}
+
+unsigned ib_lease_keeper_count(void)
+{
+    unsigned count;
+
+    pthread_mutex_lock(&keeper.lock);
+    count = keeper.count;
+    pthread_mutex_unlock(&keeper.lock);
+    return count;
+}
+
+void ib_lease_keeper_disable(void)
+{
+    int join;
+
+    pthread_mutex_lock(&keeper.lock);
+    if (keeper.count != 0) {
+        pthread_mutex_unlock(&keeper.lock);
+        return;
+    }
+    keeper.engine = NULL;
+    join = (keeper.timer_state == IB_LEASE_TIMER_RUNNING) &&
+           (keeper.timer_pid == getpid());
+    if (join) {
+        keeper.timer_state = IB_LEASE_TIMER_STOPPING;
+        pthread_cond_signal(&keeper.timer_cond);
+    }
+    pthread_mutex_unlock(&keeper.lock);
+    if (join) {
+        pthread_join(keeper.timer, NULL);
+    }
+    keeper.timer_state = IB_LEASE_TIMER_NONE;
 }
 
 void ib_lease_keeper_counters_get(ib_lease_keeper_counters_t *counters)
@@ -216,13 +274,78 @@ static void ib_lease_unbind(ib_lease_kept_mr_t *k)
     }
 }
 
+/* --- the retry timer (lock held) ------------------------------------------ */
+
+static void ib_lease_hold(int hold)
+{
+    if (keeper.held != hold) {
+        keeper.held = hold;
+        ucs_mrlease_engine_hold_pending(keeper.engine, hold);
+    }
+}
+
+static void *ib_lease_timer_thread(void *arg)
+{
+    struct timespec ts;
+    double due;
+
+    pthread_mutex_lock(&keeper.lock);
+    while (keeper.timer_state == IB_LEASE_TIMER_RUNNING) {
+        if (keeper.held || ucs_list_is_empty(&keeper.unbacked)) {
+            pthread_cond_wait(&keeper.timer_cond, &keeper.lock);
+            continue;
+        }
+        due = keeper.due;
+        if (ib_lease_now() >= due) {
+            ib_lease_hold(1); /* the next UCP call of any thread retries */
+            continue;
+        }
+        ts.tv_sec  = (time_t)due;
+        ts.tv_nsec = (long)((due - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&keeper.timer_cond, &keeper.lock, &ts);
+    }
+    pthread_mutex_unlock(&keeper.lock);
+    return NULL;
+}
+
+static void ib_lease_timer_start(void)
+{
+    pthread_condattr_t attr;
+
+    if (((keeper.timer_state == IB_LEASE_TIMER_RUNNING) &&
+         (keeper.timer_pid == getpid())) ||
+        (keeper.timer_state == IB_LEASE_TIMER_FAILED)) {
+        return;
+    }
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&keeper.timer_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    keeper.timer_state = IB_LEASE_TIMER_RUNNING;
+    keeper.timer_pid   = getpid();
+    if (pthread_create(&keeper.timer, NULL, ib_lease_timer_thread, NULL) != 0) {
+        keeper.timer_state = IB_LEASE_TIMER_FAILED;
+        ucs_warn("mrlease: no re-bind timer thread: while a window waits for its "
+                 "memory, every UCP call checks for it");
+    }
+}
+
+/*
+ * The pending word is held when a re-bind attempt is due, set and cleared
+ * here under the keeper lock only: a window the dispatcher thread unbinds is
+ * retried by the next UCP call of any thread, and no catch-up that read the
+ * list empty a moment ago can drop a hold taken since.
+ */
 static void ib_lease_mark_unbacked(ib_lease_kept_mr_t *k)
 {
     if (k->unbacked_list.next == NULL) {
         k->unbacked_since = ib_lease_now();
         k->next_retry     = 0;
+        k->retry_interval = IB_LEASE_RETRY_FIRST_SEC;
         ucs_list_add_tail(&keeper.unbacked, &k->unbacked_list);
         __atomic_store_n(&ib_lease_keeper_unbacked, 1, __ATOMIC_RELEASE);
+        ib_lease_timer_start();
+        ib_lease_hold(1);
     }
 }
 
@@ -233,6 +356,7 @@ static void ib_lease_unmark_unbacked(ib_lease_kept_mr_t *k)
         k->unbacked_list.next = NULL;
         if (ucs_list_is_empty(&keeper.unbacked)) {
             __atomic_store_n(&ib_lease_keeper_unbacked, 0, __ATOMIC_RELEASE);
+            ib_lease_hold(0);
         }
     }
 }
@@ -294,24 +418,23 @@ static ucs_status_t ib_lease_kept_break(ucs_mrlease_t *lease,
 
 void ib_lease_keeper_retry(void)
 {
-    double now = ib_lease_now();
+    double now = ib_lease_now(), due = 0;
     ib_lease_kept_mr_t *k, *tmp;
 
     pthread_mutex_lock(&keeper.lock);
     ucs_list_for_each_safe(k, tmp, &keeper.unbacked, unbacked_list) {
-        if (now < k->next_retry) {
-            continue;
-        }
-        if (ib_lease_rebind(k) == UCS_OK) {
-            ib_lease_unmark_unbacked(k);
-            if (k->lease_waits) {
-                k->lease_waits = 0;
-                ucs_mrlease_restored(k->lease, UCS_OK);
+        if (now >= k->next_retry) {
+            if (ib_lease_rebind(k) == UCS_OK) {
+                ib_lease_unmark_unbacked(k);
+                if (k->lease_waits) {
+                    k->lease_waits = 0;
+                    ucs_mrlease_restored(k->lease, UCS_OK);
+                }
+                continue;
             }
-            continue;
-        }
-        if (now - k->unbacked_since > IB_LEASE_RETRY_EAGER_SEC) {
-            k->next_retry = now + IB_LEASE_RETRY_INTERVAL_SEC;
+            k->next_retry     = now + k->retry_interval;
+            k->retry_interval = ucs_min(k->retry_interval * 2,
+                                        IB_LEASE_RETRY_MAX_SEC);
         }
         if (!k->reported &&
             (now - k->unbacked_since > IB_LEASE_LOST_SEC)) {
@@ -323,6 +446,17 @@ void ib_lease_keeper_retry(void)
                      UCS_PTR_BYTE_OFFSET(k->addr, k->length), k->rkey,
                      IB_LEASE_LOST_SEC);
         }
+        if ((due == 0) || (k->next_retry < due)) {
+            due = k->next_retry;
+        }
+    }
+    if (!ucs_list_is_empty(&keeper.unbacked) &&
+        (keeper.timer_state != IB_LEASE_TIMER_FAILED)) {
+        /* nothing due before `due`: calls stay one load until the timer
+         * raises the word again */
+        keeper.due = due;
+        ib_lease_hold(0);
+        pthread_cond_signal(&keeper.timer_cond);
     }
     pthread_mutex_unlock(&keeper.lock);
 }
@@ -465,4 +599,64 @@ int ibv_dereg_mr(struct ibv_mr *mr)
         pthread_mutex_unlock(&keeper.lock);
     }
     return keeper.real_dereg(mr);
+}
+
+/* Some kept registration is on pd (lock held). */
+static int ib_lease_pd_busy(struct ibv_pd *pd)
+{
+    unsigned i;
+
+    for (i = 0; i < keeper.num_slots; ++i) {
+        if ((keeper.slots[i] != NULL) && (keeper.slots[i]->mr->pd == pd)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The window binder's QP lives on UCX's protection domain and would keep it
+ * busy: UCX's ibv_dealloc_pd would fail (EBUSY) and the PD, the device
+ * context and its queues' mappings would leak at every MD close. UCX closes
+ * an IB memory domain by destroying its registration cache (which
+ * deregisters what it holds), then deallocating the PD: binders whose PD no
+ * kept registration uses any more go at the first step (one in use again is
+ * opened again at its next registration), and ibv_dealloc_pd, where it is
+ * interposed, releases its PD's binder in any case.
+ */
+void ib_lease_keeper_release_idle_binders(void)
+{
+    struct ibv_pd *pd;
+    unsigned i;
+
+    pthread_mutex_lock(&keeper.lock);
+    for (i = 0; (i < IB_LEASE_MAX_BINDERS) && (ib_lease_mw_binder_count(NULL) != 0);
+         ++i) {
+        pd = ib_lease_mw_binder_pd(i);
+        if ((pd != NULL) && !ib_lease_pd_busy(pd)) {
+            ib_lease_mw_binder_release(pd);
+        }
+    }
+    pthread_mutex_unlock(&keeper.lock);
+}
+
+int ibv_dealloc_pd(struct ibv_pd *pd)
+{
+    if (ucs_unlikely(__atomic_load_n(&keeper.real_dereg, __ATOMIC_ACQUIRE) == NULL)) {
+        pthread_mutex_lock(&keeper.lock);
+        ib_lease_keeper_resolve();
+        pthread_mutex_unlock(&keeper.lock);
+    }
+    pthread_mutex_lock(&keeper.lock);
+    if (ib_lease_mw_binder_count(NULL) != 0) {
+        if (ib_lease_pd_busy(pd)) {
+            /* a registration outlives its PD: dealloc fails as it would */
+            ucs_diag("mrlease: protection domain %p deallocated while registrations "
+                     "on it are kept: its window binder stays", pd);
+        } else {
+            ib_lease_mw_binder_release(pd);
+        }
+    }
+    pthread_mutex_unlock(&keeper.lock);
+    return keeper.real_dealloc_pd(pd);
 }

@@ -26,14 +26,30 @@ typedef struct ib_lease_keeper_counters {
     uint64_t lost;     /* ...for longer than a second (reported once each) */
 } ib_lease_keeper_counters_t;
 
-/* Non-zero while some window waits for its memory to be mapped again. */
+/* Non-zero while some window waits for its memory to be mapped again. The
+ * keeper holds the engine's pending word whenever a re-bind attempt is due:
+ * at once when a window is marked (from whichever thread), then raised by
+ * its timer thread at the next attempt's time. Attempts back off while the
+ * memory stays away, and in between the catch-up stays one load. */
 extern volatile uint32_t ib_lease_keeper_unbacked;
 
 /* Start keeping remote keys for registrations made by libuct_ib. */
 void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine);
 
-/* Slow path of the catch-up: re-bind windows whose memory is back. */
+/* Slow path of the catch-up, while the keeper holds the pending word:
+ * re-bind windows whose memory is back. */
 void ib_lease_keeper_retry(void);
+
+/* Registrations kept right now (0: nothing refers to the engine). */
+unsigned ib_lease_keeper_count(void);
+
+/* A registration cache was destroyed (an IB memory domain is closing, its
+ * PD is next): release the binders of PDs that no kept registration uses. */
+void ib_lease_keeper_release_idle_binders(void);
+
+/* Stop keeping (the engine goes away): only once the count is 0; joins
+ * the timer thread. */
+void ib_lease_keeper_disable(void);
 
 void ib_lease_keeper_counters_get(ib_lease_keeper_counters_t *counters);
 
