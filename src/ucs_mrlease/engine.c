@@ -129,6 +129,7 @@ ucs_status_t ucs_mrlease_engine_init(ucs_mrlease_engine_t *engine)
         goto err_monitors;
     }
 
+    ucs_mrlease_fork_add(engine);
     ucs_debug("mrlease: engine %p created, monitors 0x%x", engine,
               engine->monitor_mask);
     return UCS_OK;
@@ -172,6 +173,7 @@ void ucs_mrlease_engine_cleanup(ucs_mrlease_engine_t *engine)
 {
     size_t leaked = 0;
 
+    ucs_mrlease_fork_remove(engine);
     ucs_mrlease_reader_stop(engine);
     ucs_mrlease_tree_walk(&engine->tree, ucs_mrlease_leak_visit, &leaked);
     if (leaked > 0) {

@@ -46,6 +46,10 @@ struct ucs_mrlease_monitor_ops {
     int          (*fd)(ucs_mrlease_monitor_t *mon);
     void         (*drain)(ucs_mrlease_monitor_t *mon);
     int          (*timer)(ucs_mrlease_monitor_t *mon); /* returns next timeout in ms, or -1 */
+    /* Optional, in a forked child: let go of the child's copies without
+     * touching kernel state the parent still owns. The monitor is then
+     * forgotten, never closed. Default: close the fd the reader polled. */
+    void         (*forked)(ucs_mrlease_monitor_t *mon);
 };
 
 struct ucs_mrlease_monitor {
@@ -103,7 +107,9 @@ struct ucs_mrlease_engine {
     unsigned                 monitor_mask;
     ucs_list_link_t          dispatch_list;
     ucs_mrlease_counters_t   counters;  /* under lock, or atomics (held_*) */
-    pid_t                    pid;       /* a forked child has no reader thread */
+    pid_t                    pid;
+    int                      forked;    /* inherited through fork: watches nothing */
+    ucs_list_link_t          fork_list; /* engine_fork.c: every engine of the process */
     /* reader thread */
     pthread_t                reader;
     int                      reader_running;
@@ -164,6 +170,10 @@ void     ucs_mrlease_set_uncovered(ucs_mrlease_t *lease, unsigned reasons, int o
 
 /* dispatch.c: queue an event for a lease found outside the tree (locked). */
 void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e);
+
+/* engine_fork.c: keep the engine fork-safe from init to cleanup */
+void ucs_mrlease_fork_add(ucs_mrlease_engine_t *engine);
+void ucs_mrlease_fork_remove(ucs_mrlease_engine_t *engine);
 
 /* reader_thread.c */
 ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine);

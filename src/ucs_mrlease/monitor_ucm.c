@@ -15,6 +15,7 @@
 typedef struct ucs_mrlease_ucm {
     ucs_mrlease_monitor_t  super;
     ucs_list_link_t        fork_list;
+    int                    forgotten; /* a forked child's copy: inert */
 } ucs_mrlease_ucm_t;
 
 /* pthread_atfork handlers cannot be removed: one is installed, for all. */
@@ -42,6 +43,9 @@ static void ucm_vm_unmapped(ucm_event_type_t type, ucm_event_t *event, void *arg
     ucs_mrlease_ucm_t *mon = arg;
     uintptr_t start        = (uintptr_t)event->vm_unmapped.address;
 
+    if (mon->forgotten) {
+        return;
+    }
     /* In the changer's thread, maybe inside malloc: no allocation, no lock
      * but the queue's spinlock. */
     ucm_push(mon->super.engine, start, start + event->vm_unmapped.size,
@@ -103,6 +107,18 @@ static void ucm_close(ucs_mrlease_monitor_t *super)
     free(mon);
 }
 
+/* In a forked child: UCM's handler stays registered with us as its argument
+ * (removing it would take UCM's lock, which a parent thread may have held
+ * at fork), so the monitor stays allocated and does nothing from now on. */
+static void ucm_forked(ucs_mrlease_monitor_t *super)
+{
+    ucs_mrlease_ucm_t *mon = ucs_derived_of(super, ucs_mrlease_ucm_t);
+
+    mon->forgotten = 1;
+    pthread_mutex_init(&ucm_fork_lock, NULL);
+    ucs_list_del(&mon->fork_list);
+}
+
 static ucs_status_t ucm_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
 {
     return UCS_OK; /* hooks are process-wide: every range is covered */
@@ -118,5 +134,6 @@ const ucs_mrlease_monitor_ops_t ucs_mrlease_ucm_ops = {
     .open   = ucm_open,
     .close  = ucm_close,
     .arm    = ucm_arm,
-    .disarm = ucm_disarm
+    .disarm = ucm_disarm,
+    .forked = ucm_forked
 };
