@@ -13,6 +13,8 @@ TEST(two_hosts, mpi_jobs_with_and_without_mrlease)
     const std::string top = MRL_TOP_SRCDIR;
     const std::string jobs =
         "r=" + top + "/test/mpi/mpirun-two-hosts; b=" + builddir_path("test/mpi") + "; "
+        "echo \"== link mtu $(cat /sys/class/net/eth0/mtu)\"; "
+        "ibv_devinfo -d rxe_eth0 | grep active_mtu; "
         "echo '== verify'; $r mrlease $b/mpi_verify 1; "
         "echo '== remap'; $r mrlease $b/mpi_remap 4 remap both; "
         "echo '== window'; $r mrlease $b/mpi_win_remap 4 remap; "
@@ -23,6 +25,9 @@ TEST(two_hosts, mpi_jobs_with_and_without_mrlease)
                        {}, 1300);
     EXPECT_EQ(0, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("rank 1 on node1")) << r.output;
+    /* the link between the guests runs at guest-run's default MTU 9000 too */
+    EXPECT_NE(std::string::npos, r.output.find("== link mtu 9000")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("active_mtu:\t\t4096 (5)")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_win_remap: ok")) << r.output;
