@@ -74,8 +74,10 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
     unsigned count = 0, n, i, overflow_kinds, overflow_monitors, m;
     ucs_mrlease_qentry_t all = {0};
     ucs_mrlease_event_t event;
+    ucs_mrlease_break_cb_t cb;
     ucs_mrlease_t *lease;
     ucs_status_t status;
+    void *arg;
 
     /* A second thread waits here until the first has called every owner
      * back: progress returns only when earlier changes are handled. */
@@ -138,9 +140,18 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
                   event.monitors);
 
         /* Owners take their own locks (rcache's page table) and may call
-         * back into the engine: never hold ours across the callback. */
+         * back into the engine: never hold ours across the callback.
+         * Lifetime: the lease stays allocated until the callback returns,
+         * even if another thread releases it meanwhile (RELEASED, freed
+         * below). Nothing else does: what arg points to may be freed by the
+         * owner as soon as the release returns (UCX frees an rcache region
+         * right after mem_dereg). An owner whose arg can go that way reads
+         * it only under the engine lock while the lease is not RELEASED
+         * (rcache_hook.c). */
+        cb  = lease->cb;
+        arg = lease->arg;
         ucs_mrlease_engine_unlock(engine);
-        status = lease->cb(lease, &event, lease->arg);
+        status = cb(lease, &event, arg);
         ucs_mrlease_engine_lock(engine);
 
         lease->flags &= ~UCS_MRLEASE_FLAG_CALLBACK;

@@ -37,13 +37,18 @@ typedef struct ucs_mrlease_rcache {
     uint64_t             invalidations;
     uint64_t             lease_failures;
     uint64_t             uncached;     /* lookups served without caching */
+    uint64_t             breaks_late;  /* broken as its region was being
+                                          destroyed: nothing left to do */
+    int                  detached;     /* ucs_mrlease_rcache_detach() */
 } ucs_mrlease_rcache_t;
 
 /**
  * For an rcache created elsewhere (e.g. by UCX's IB memory domain): fill
  * *leased from *params so that its regions are leased through *lrc, which
  * must outlive the rcache; then create the rcache with *leased and set
- * lrc->rcache. ucs_mrlease_rcache_create() does all of this.
+ * lrc->rcache. ucs_mrlease_rcache_create() does all of this. Every region
+ * ucs_rcache_get() returns must then go through ucs_mrlease_rcache_served(),
+ * and ucs_mrlease_rcache_detach() must come before ucs_rcache_destroy().
  */
 void ucs_mrlease_rcache_wrap_params(ucs_mrlease_rcache_t *lrc,
                                     ucs_mrlease_engine_t *engine,
@@ -57,14 +62,24 @@ ucs_status_t ucs_mrlease_rcache_create(ucs_mrlease_engine_t *engine,
                                        ucs_mrlease_rcache_t **lrc_p);
 void ucs_mrlease_rcache_destroy(ucs_mrlease_rcache_t *lrc);
 
+/**
+ * Before destroying the rcache of a *lrc filled by
+ * ucs_mrlease_rcache_wrap_params(): once this returns, no lease callback
+ * (the engine's dispatcher thread included) touches the rcache any more.
+ * ucs_mrlease_rcache_destroy() calls it.
+ */
+void ucs_mrlease_rcache_detach(ucs_mrlease_rcache_t *lrc);
+
 /** The lease of a region (NULL if it could not be leased). */
 ucs_mrlease_t *ucs_mrlease_rcache_region_lease(ucs_mrlease_rcache_t *lrc,
                                                ucs_rcache_region_t *region);
 
 /**
  * A region ucs_rcache_get() just returned: if no running monitor vouches
- * for its memory, take it out of the cache now (the caller keeps its
- * reference; the last put deregisters it).
+ * for its memory, or its lease broke while UCX was still creating it, take
+ * it out of the cache now (the caller keeps its reference; the last put
+ * deregisters it). Its first call for a region takes the engine lock; later
+ * ones take no lock.
  */
 void ucs_mrlease_rcache_served(ucs_mrlease_rcache_t *lrc,
                                ucs_rcache_region_t *region);
