@@ -101,11 +101,12 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
         all.end   = UINTPTR_MAX;
         all.kinds = overflow_kinds;
         all.key   = -1;
+        /* As any entry: a monitor that resolves its own (flease: a held
+         * change waits for every lease on its file) gets key -1, "all". */
         for (m = 0; m < UCS_MRLEASE_MONITOR_LAST; ++m) {
             if (overflow_monitors & UCS_BIT(m)) {
                 all.monitor = m;
-                ucs_mrlease_tree_walk(&engine->tree, ucs_mrlease_tree_event_cb,
-                                      &all);
+                ucs_mrlease_map_entry(engine, &all);
             }
         }
     }

@@ -504,29 +504,50 @@ static void flease_restored(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
     pthread_mutex_unlock(&mon->lock);
 }
 
+/* Deliver an event to every lease on the file; a break waits for each of
+ * them to be restored (mon->lock held). */
+static void flease_resolve_file(ucs_mrlease_flease_t *mon, flease_file_t *file,
+                                unsigned kinds, ucs_mrlease_lease_visit_t visit,
+                                void *arg)
+{
+    ucs_mrlease_t *lease;
+
+    file->seen = 1;
+    ucs_list_for_each(lease, &file->leases, file_list) {
+        if ((kinds & UCS_MRLEASE_EV_FILE_BREAK) && file->breaking &&
+            !lease->file_waiting && (lease->state != UCS_MRLEASE_STATE_DEAD)) {
+            lease->file_waiting = 1;
+            ++file->waiting;
+        }
+        visit(lease, arg);
+    }
+    flease_release_break(mon, file); /* nobody to wait for */
+}
+
 static int flease_resolve(ucs_mrlease_monitor_t *super, const ucs_mrlease_qentry_t *e,
                           ucs_mrlease_lease_visit_t visit, void *arg)
 {
     ucs_mrlease_flease_t *mon = ucs_derived_of(super, ucs_mrlease_flease_t);
     flease_file_t *file;
-    ucs_mrlease_t *lease;
 
     pthread_mutex_lock(&mon->lock);
-    file = flease_find(mon, 0, 0, e->key);
-    if ((file != NULL) && (e->kinds & UCS_MRLEASE_EV_FILE_BREAK) && !file->breaking) {
-        file = NULL; /* released already (stalled): FILE_REARM will follow */
-    }
-    if (file != NULL) {
-        file->seen = 1;
-        ucs_list_for_each(lease, &file->leases, file_list) {
-            if ((e->kinds & UCS_MRLEASE_EV_FILE_BREAK) && !lease->file_waiting &&
-                (lease->state != UCS_MRLEASE_STATE_DEAD)) {
-                lease->file_waiting = 1;
-                ++file->waiting;
-            }
-            visit(lease, arg);
+    if (e->key < 0) {
+        /* The queue overflowed: which file broke is lost, so every file is
+         * told, and a break in progress waits for its leases as usual. */
+        ucs_list_for_each(file, &mon->files, list) {
+            flease_resolve_file(mon, file, e->kinds |
+                                (file->breaking ? UCS_MRLEASE_EV_FILE_BREAK : 0),
+                                visit, arg);
         }
-        flease_release_break(mon, file); /* nobody to wait for */
+    } else {
+        file = flease_find(mon, 0, 0, e->key);
+        if ((file != NULL) && (e->kinds & UCS_MRLEASE_EV_FILE_BREAK) &&
+            !file->breaking) {
+            file = NULL; /* released already (stalled): FILE_REARM will follow */
+        }
+        if (file != NULL) {
+            flease_resolve_file(mon, file, e->kinds, visit, arg);
+        }
     }
     pthread_mutex_unlock(&mon->lock);
     return 1;

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,6 +283,44 @@ TEST_P(test_flease, dispatcher_handles_break_without_progress)
     EXPECT_EQ(0u, c.file_leases_stalled);
     EXPECT_GE(c.leases_broken, 1u);
     EXPECT_GE(c.leases_restored, 1u);
+}
+
+/* The event queue overflows while a file break is on its way: the break is
+ * folded into "every lease may be decoherent", and must still hold the
+ * changer until the owner restores (not be let go by the stall timer). */
+TEST_P(test_flease, break_folded_by_queue_overflow_still_holds)
+{
+    ASSERT_EQ(UCS_OK, create("uffd,flease", {{"UCX_MRLEASE_QUEUE_LEN", "16"}}));
+    ucs_mrlease_t *l = lease(m_buf, m_len, m_fd);
+    ASSERT_TRUE(ucs_mrlease_monitored_by(l) & UCS_BIT(UCS_MRLEASE_MONITOR_FLEASE));
+    const size_t pages = 48;
+    char *anon = (char*)map_anon(pages * m_page);
+    ucs_mrlease_t *la = lease(anon, pages * m_page);
+
+    /* more changes than the queue holds, and no progress */
+    for (size_t i = 0; i < pages; ++i) {
+        ASSERT_EQ(0, syscall(SYS_madvise, anon + i * m_page, m_page, MADV_DONTNEED));
+    }
+    m_answer  = UCS_INPROGRESS;
+    int out;
+    pid_t pid = start_changer("truncate", &out);
+    ASSERT_GT(pid, 0);
+    usleep(200000); /* the break is read, and folded */
+    ASSERT_GE(progress_until(2, 10), 2u);
+    EXPECT_GE(counters().queue_overflows, 1u) << "the premise: no overflow";
+    auto ev = events_of(l);
+    ASSERT_FALSE(ev.empty());
+    EXPECT_TRUE(ev[0].ev.kinds & UCS_MRLEASE_EV_FILE_BREAK);
+
+    usleep(1500000); /* past UCX_MRLEASE_FLEASE_STALL_TIMEOUT (1 s) */
+    EXPECT_TRUE(still_running(pid)) << "the changer was let go before the restore";
+    EXPECT_EQ(0u, counters().file_leases_stalled);
+    ucs_mrlease_restored(la, UCS_OK);
+    ucs_mrlease_restored(l, UCS_OK);
+    run_result r = wait_for(pid, out, 20);
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_GE(waited_s(r.output), 1.5) << r.output;
+    munmap(anon, pages * m_page);
 }
 
 INSTANTIATE_TEST_SUITE_P(fs, test_flease, ::testing::Values("/var/tmp", "/dev/shm"));
