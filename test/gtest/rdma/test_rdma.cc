@@ -281,6 +281,49 @@ TEST_F(test_rdma, links_run_at_the_guest_mtu)
     }
 }
 
+/* rxe's hardware counter NAME of DEV's port 1 */
+static long hw_counter(const std::string &dev, const std::string &name)
+{
+    std::string v = read_line("/sys/class/infiniband/" + dev + "/ports/1/hw_counters/" +
+                              name);
+    return v.empty() ? -1 : atol(v.c_str());
+}
+
+/* A 4 MiB UCP rendezvous (RDMA READ: 1024 response packets at MTU 4096, sent
+ * at once) must not overflow the veth's receive backlog: dropped packets
+ * (rxe's send_err) cost a retry time-out each, 3 MB/s instead of ~30. */
+TEST_F(test_rdma, ucp_4mib_rendezvous_drops_no_packet)
+{
+    long err0 = hw_counter("rxe1", "send_err"), err0b = hw_counter("rxe0", "send_err");
+    ASSERT_GE(err0, 0) << "no hw_counters for rxe1";
+    std::string port = std::to_string(free_port());
+    std::vector<std::string> common = {"-t", "tag_bw", "-s", "4194304", "-n", "10",
+                                       "-w", "5", "-p", port};
+    std::map<std::string, std::string> env = {{"UCX_IB_GID_INDEX", "0"},
+                                              {"UCX_TLS", "rc_verbs,ud_verbs,self"},
+                                              {"UCX_NET_DEVICES", "rxe0:1"}};
+    std::vector<std::string> server = {"/usr/bin/ucx_perftest"};
+    server.insert(server.end(), common.begin(), common.end());
+    int sfd;
+    pid_t spid;
+    {
+        env_guard guard(env);
+        spid = spawn(server, &sfd);
+    }
+    usleep(500000);
+    std::vector<std::string> client = {"/usr/bin/ucx_perftest", "127.0.0.1"};
+    client.insert(client.end(), common.begin(), common.end());
+    env["UCX_NET_DEVICES"] = "rxe1:1";
+    run_result c = run(client, env, 240);
+    run_result s = wait_for(spid, sfd, 30);
+    EXPECT_EQ(0, c.status) << c.output << "\n--- server:\n" << s.output;
+    EXPECT_EQ(0, s.status) << s.output;
+    EXPECT_NE(std::string::npos, c.output.find("Final:")) << c.output;
+    EXPECT_EQ(err0, hw_counter("rxe1", "send_err")) << "packets dropped\n" << c.output;
+    EXPECT_EQ(err0b, hw_counter("rxe0", "send_err")) << "packets dropped\n" << c.output;
+    printf("%s\n", c.output.c_str());
+}
+
 /* Correctness must not depend on the fast links: the point-to-point remap
  * job of test_rdma_coherence at MTU 1500 (active_mtu 1024: a 1 MiB
  * rendezvous is 1024 packets, RDMA READ responses retransmit under TCG).
