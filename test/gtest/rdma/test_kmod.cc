@@ -160,6 +160,12 @@ double kmod_now_s()
 
 class test_kmod : public test_mrlease {
 protected:
+    /* Leave the guest as found: later tests run without the module. */
+    static void TearDownTestSuite()
+    {
+        kmod_unload();
+    }
+
     void SetUp() override
     {
         ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";

@@ -25,6 +25,12 @@ const uncached_case cases[] = {
     {"one_file_four_ranks", 2, "recv", "MRL_SHARED_FILE"}
 };
 
+/* gtest names the case in failure messages */
+void PrintTo(const uncached_case &c, std::ostream *os)
+{
+    *os << c.name;
+}
+
 } // namespace
 
 class test_uncached : public rdma_fixture,
@@ -35,9 +41,13 @@ protected:
         auto env = mpi_env();
         env[GetParam().env] = "1";
         std::string file = std::string("/dev/shm/mrl-uncached-") + GetParam().name;
+        /* the user-space monitors: the kernel monitor, when loaded, vouches
+         * for these buffers (test_kmod) */
+        env["UCX_MRLEASE_MONITORS"] = "uffd,ucm,flease,inject";
         return run(mpirun(GetParam().per_device, builddir_path("test/mpi/mpi_remap"),
                           {"6", "regrow", GetParam().side, file}, runner,
-                          {"MRL_FILE_CHANGER", GetParam().env}),
+                          {"MRL_FILE_CHANGER", GetParam().env,
+                           "UCX_MRLEASE_MONITORS"}),
                    env, 300);
     }
 };
