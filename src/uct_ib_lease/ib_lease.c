@@ -87,6 +87,10 @@ void ib_lease_catch_up_slow(void)
     pending = __atomic_load_n(&engine->hot.pending, __ATOMIC_ACQUIRE);
     if (pending & ~UCS_MRLEASE_PENDING_HELD) {
         ucs_mrlease_dispatch(engine);
+        /* the changes just handled (here or by the dispatcher thread, which
+         * this waited for) may have left a window waiting for its memory:
+         * retry it now, before the call goes on and a peer uses the key */
+        pending = __atomic_load_n(&engine->hot.pending, __ATOMIC_ACQUIRE);
     }
     if ((pending & UCS_MRLEASE_PENDING_HELD) &&
         __atomic_load_n(&ib_lease_keeper_unbacked, __ATOMIC_ACQUIRE)) {
@@ -323,6 +327,11 @@ void ucs_rcache_destroy(ucs_rcache_t *rcache)
         }
     }
     pthread_mutex_unlock(&ib_lease.lock);
+    if (lrc != NULL) {
+        /* no lease callback may be running on one of its regions while
+         * UCX destroys it */
+        ucs_mrlease_rcache_detach(lrc);
+    }
     ib_lease.real_destroy(rcache);
     if (lrc != NULL) {
         free(lrc);
@@ -392,9 +401,11 @@ static void ib_lease_summary(void)
     for (k = 0; k < UCS_MRLEASE_EV_KINDS; ++k) {
         events += c.events[k];
     }
-    fprintf(stderr, "mrlease[%d]: %llu decoherence events (uffd %llu, ucm %llu, "
-            "flease %llu); %llu IB registrations invalidated, %llu restored, %llu "
-            "dead; %llu leases active\n", (int)getpid(), (unsigned long long)events,
+    fprintf(stderr, "mrlease[%d]: %llu decoherence events (kmod %llu, uffd %llu, "
+            "ucm %llu, flease %llu); %llu IB registrations invalidated, %llu "
+            "restored, %llu dead; %llu leases active\n", (int)getpid(),
+            (unsigned long long)events,
+            (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_KMOD],
             (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_UFFD],
             (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_UCM],
             (unsigned long long)c.monitor_events[UCS_MRLEASE_MONITOR_FLEASE],

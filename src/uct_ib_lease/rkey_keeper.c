@@ -17,6 +17,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,6 +114,8 @@ static void ib_lease_keeper_resolve(void)
     }
 }
 
+static void ib_lease_timer_start(void);
+
 void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine)
 {
     pthread_mutex_lock(&keeper.lock);
@@ -122,6 +125,10 @@ void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine)
         kh_init_inplace(ib_lease_mr_slot, &keeper.by_mr);
     }
     keeper.engine = engine;
+    /* Now, not at the first unbacked window: a thread's stack mapped while
+     * the application is between a raw munmap and its mmap(MAP_FIXED) of the
+     * same range would be replaced under the thread. */
+    ib_lease_timer_start();
     pthread_mutex_unlock(&keeper.lock);
 }
 
@@ -311,6 +318,8 @@ static void *ib_lease_timer_thread(void *arg)
 static void ib_lease_timer_start(void)
 {
     pthread_condattr_t attr;
+    sigset_t all, old;
+    int ret;
 
     if (((keeper.timer_state == IB_LEASE_TIMER_RUNNING) &&
          (keeper.timer_pid == getpid())) ||
@@ -323,7 +332,12 @@ static void ib_lease_timer_start(void)
     pthread_condattr_destroy(&attr);
     keeper.timer_state = IB_LEASE_TIMER_RUNNING;
     keeper.timer_pid   = getpid();
-    if (pthread_create(&keeper.timer, NULL, ib_lease_timer_thread, NULL) != 0) {
+    /* never a target of the application's signals */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    ret = pthread_create(&keeper.timer, NULL, ib_lease_timer_thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ret != 0) {
         keeper.timer_state = IB_LEASE_TIMER_FAILED;
         ucs_warn("mrlease: no re-bind timer thread: while a window waits for its "
                  "memory, every UCP call checks for it");
