@@ -2,7 +2,7 @@
  * Real verbs, real UCX, real mpirun: runs inside the soft-RoCE guest
  * (make check-rdma). Every test fails on a wrong byte or a bad status.
  */
-#include "../mrlease_test.h"
+#include "rdma_test.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -10,19 +10,8 @@
 
 using namespace mrl;
 
-static bool in_guest()
-{
-    return access("/sys/class/infiniband/rxe0", F_OK) == 0;
-}
-
-class test_rdma : public ::testing::Test {
+class test_rdma : public rdma_fixture {
 protected:
-    void SetUp() override
-    {
-        ASSERT_TRUE(in_guest()) << "no rxe0: run through contrib/guest-run "
-                                   "(make check-rdma does)";
-    }
-
     static int free_port()
     {
         int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -34,54 +23,6 @@ protected:
         getsockname(s, (struct sockaddr*)&a, &len);
         close(s);
         return ntohs(a.sin_port);
-    }
-
-    static std::string mrlease_runner()
-    {
-        return std::string(MRL_TOP_SRCDIR) + "/contrib/mpirun-mrlease";
-    }
-
-    static std::vector<std::string> mpirun(int per_device, const std::string &app,
-                                           const std::vector<std::string> &args,
-                                           const std::string &runner = "/usr/bin/mpirun")
-    {
-        std::vector<std::string> argv = {runner, "--mca", "pml", "ucx",
-                                         "--mca", "osc", "ucx", "--mca", "btl",
-                                         "^openib,uct,vader", "--oversubscribe"};
-        for (int dev = 0; dev < 2; ++dev) {
-            if (dev) {
-                argv.push_back(":");
-            }
-            for (auto s : {"-np", per_device == 1 ? "1" : "2",
-                           "-x", "UCX_IB_GID_INDEX=0",
-                           "-x", "UCX_TLS=rc_verbs,ud_verbs,self"}) {
-                argv.push_back(s);
-            }
-            argv.push_back("-x");
-            argv.push_back("UCX_NET_DEVICES=rxe" + std::to_string(dev) + ":1");
-            argv.push_back(app);
-            argv.insert(argv.end(), args.begin(), args.end());
-        }
-        return argv;
-    }
-
-    static std::map<std::string, std::string> mpi_env()
-    {
-        return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
-                {"MRL_LIB", builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so")}};
-    }
-
-    /* registrations invalidated and restored, summed over the ranks' lines */
-    static void restored_counts(const std::string &out, long *invalidated, long *restored)
-    {
-        size_t pos = 0;
-        *invalidated = *restored = 0;
-        while ((pos = out.find("IB registrations invalidated, ", pos)) != std::string::npos) {
-            size_t start = out.rfind("; ", pos) + 2;
-            *invalidated += std::stol(out.substr(start));
-            pos += strlen("IB registrations invalidated, ");
-            *restored += std::stol(out.substr(pos));
-        }
     }
 
     /* "mrlease[pid]: remote keys: ..., N<what>": N summed over the ranks */
@@ -465,13 +406,8 @@ INSTANTIATE_TEST_SUITE_P(change, test_rdma_window,
                          ::testing::Values("remap", "mremap", "dontneed"));
 
 /* Another process truncates each rank's buffer file to 0 and regrows it
- * between transfers (tmpfs; the ranks wait for it without calling MPI). */
-static std::map<std::string, std::string> with_changer(std::map<std::string, std::string> env)
-{
-    env["MRL_FILE_CHANGER"] = builddir_path("test/helpers/file_changer");
-    return env;
-}
-
+ * between transfers (tmpfs; the ranks wait for it without calling MPI:
+ * mpi_env() names it in MRL_FILE_CHANGER). */
 static std::vector<std::string> with_x(std::vector<std::string> argv, const char *var)
 {
     /* -x VAR in both app contexts */
@@ -488,7 +424,7 @@ TEST_F(test_rdma, file_regrown_plain_ucx_shows_the_failure)
     run_result r = run(with_x(mpirun(1, builddir_path("test/mpi/mpi_remap"),
                                      {"6", "regrow", "both", "/dev/shm/mrl-regrow"}),
                               "MRL_FILE_CHANGER"),
-                       with_changer(mpi_env()), 300);
+                       mpi_env(), 300);
     EXPECT_NE(0, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_remap: FAILED")) << r.output;
 }
@@ -499,7 +435,7 @@ TEST_F(test_rdma, file_regrown_mrlease_keeps_every_byte)
                                      {"6", "regrow", "both", "/dev/shm/mrl-regrow"},
                                      mrlease_runner()),
                               "MRL_FILE_CHANGER"),
-                       with_changer(mpi_env()), 300);
+                       mpi_env(), 300);
     EXPECT_EQ(0, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
     long invalidated, restored;
@@ -580,7 +516,7 @@ TEST_F(test_rdma, fsdax_buffers_stay_correct_and_unleased)
                                      {"6", "regrow", "both", "/mnt/pmem/mrl-dax"},
                                      mrlease_runner()),
                               "MRL_FILE_CHANGER"),
-                       with_changer(mpi_env()), 300);
+                       mpi_env(), 300);
     EXPECT_EQ(0, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("flease 0)")) << r.output;
