@@ -20,14 +20,17 @@ TEST(two_hosts, mpi_jobs_with_and_without_mrlease)
         "echo '== window'; $r mrlease $b/mpi_win_remap 4 remap; "
         "echo '== window plain'; $r plain $b/mpi_win_remap 4 remap; "
         "echo \"== plain exit $?\"";
+    /* The link between the guests at 1500: at 9000 (rxe_eth0 at 4096)
+     * librxe crashed in uct_iface_open on both nodes, twice in four runs,
+     * and that link was no faster there (44.7 s against 42.2 s). */
     run_result r = run({top + "/contrib/guest-run", "--hosts", "2", "--rxe", "0",
-                        "--timeout", "1200", "--", "/bin/bash", "-c", jobs},
+                        "--mtu", "1500", "--timeout", "1200", "--", "/bin/bash", "-c",
+                        jobs},
                        {}, 1300);
     EXPECT_EQ(0, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("rank 1 on node1")) << r.output;
-    /* the link between the guests runs at guest-run's default MTU 9000 too */
-    EXPECT_NE(std::string::npos, r.output.find("== link mtu 9000")) << r.output;
-    EXPECT_NE(std::string::npos, r.output.find("active_mtu:\t\t4096 (5)")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("== link mtu 1500")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("active_mtu:\t\t1024 (3)")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_verify: ok")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_win_remap: ok")) << r.output;
