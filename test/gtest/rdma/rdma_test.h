@@ -26,8 +26,16 @@ protected:
                                    "(make check-rdma does)";
     }
 
+    /* MRL_INSTALLED=1 (or =PREFIX): the installed launcher, /usr (PREFIX)
+     * /bin/mpirun-mrlease, which finds the installed library by itself;
+     * otherwise the source tree's, with the build tree's library. */
     static std::string mrlease_runner()
     {
+        const char *prefix = getenv("MRL_INSTALLED");
+        if ((prefix != nullptr) && (*prefix != '\0')) {
+            return std::string(strcmp(prefix, "1") ? prefix : "/usr") +
+                   "/bin/mpirun-mrlease";
+        }
         return std::string(MRL_TOP_SRCDIR) + "/contrib/mpirun-mrlease";
     }
 
@@ -64,9 +72,14 @@ protected:
 
     static std::map<std::string, std::string> mpi_env()
     {
-        return {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
-                {"MRL_LIB", builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so")},
+        std::map<std::string, std::string> env = {
+                {"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
                 {"MRL_FILE_CHANGER", builddir_path("test/helpers/file_changer")}};
+        const char *prefix = getenv("MRL_INSTALLED");
+        if ((prefix == nullptr) || (*prefix == '\0')) {
+            env["MRL_LIB"] = builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so");
+        }
+        return env;
     }
 
     /* registrations invalidated and restored, summed over the ranks' lines */
