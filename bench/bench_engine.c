@@ -7,17 +7,30 @@
  *     set, against an unleased range in the same run
  *  3. dispatch: one event to one lease among N, and one event to all N leases,
  *     for N = 10^3, 10^4, 10^5
+ *  4. latency per monitor (p50/p99): change-to-visible, from the start of a
+ *     munmap of a leased 1 MiB range until the engine has the event pending,
+ *     and event-to-restored, from then until ucs_mrlease_progress() returns
+ *     with the owner called back and restored (bench_latency.c)
+ *  5. engine bytes per lease: malloc's bytes in use (mallinfo2) before and
+ *     after acquiring 10^5 leases, divided by 10^5 (goal <= 128 B)
+ *
+ *   bench_engine [CSV [MONITORS]]: with MONITORS (e.g. "kmod", in the guest),
+ *   only the latency and munmap rows of those monitors (bench-rdma does that)
  *
  * Prints a table and writes CSV to the path given (default bench-engine.csv).
  */
 #define _GNU_SOURCE
 #include <ucs_mrlease/mrlease.h>
+#include <ucs_mrlease/engine.h>
 #include <ucp/api/ucp.h>
+
+#include <malloc.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -218,18 +231,157 @@ static void bench_dispatch(size_t n)
     ucs_mrlease_engine_destroy(e);
 }
 
+/* the change, by monitor: what it sees (ucm: libc's munmap; the others: a
+ * raw syscall, which UCX's hooks miss) */
+static void change(const char *monitor, void *p, size_t len)
+{
+    if (!strcmp(monitor, "ucm")) {
+        munmap(p, len);
+    } else {
+        syscall(SYS_munmap, p, len);
+    }
+}
+
+static void bench_latency(const char *monitor)
+{
+    const int iters = 1000;
+    const size_t len = 1 << 20;
+    ucs_mrlease_params_t params = {.cb = restore_now};
+    ucs_mrlease_engine_t *e = engine_with(monitor);
+    volatile uint32_t *pending = &((ucs_mrlease_engine_hot_t*)e)->pending;
+    double *vis = calloc(iters, sizeof(double)), *rest = calloc(iters, sizeof(double));
+    unsigned long broken = 0, before;
+    double t0, t1, deadline;
+    ucs_mrlease_t *l;
+    int i, n = 0;
+    void *p;
+
+    params.arg = &broken;
+    for (i = 0; i < iters; ++i) {
+        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        memset(p, 1, len);
+        ucs_mrlease_acquire(e, p, len, &params, &l);
+        before = broken;
+        t0     = now_ns();
+        change(monitor, p, len);
+        deadline = t0 + 1e9;
+        while (!*pending && (now_ns() < deadline)) {
+        }
+        t1 = now_ns();
+        while ((broken == before) && (now_ns() < deadline)) {
+            ucs_mrlease_progress(e);
+        }
+        if (broken != before) {
+            vis[n]    = t1 - t0;
+            rest[n++] = now_ns() - t1;
+        }
+        ucs_mrlease_release(l);
+    }
+    if (n == 0) {
+        printf("%-8s no event seen in %d changes (monitor not running?)\n", monitor, iters);
+    } else {
+        double v50 = percentile(vis, n, 0.5), v99 = percentile(vis, n, 0.99);
+        double r50 = percentile(rest, n, 0.5), r99 = percentile(rest, n, 0.99);
+
+        printf("%-8s %10.1f %10.1f %12.1f %12.1f us  (%d/%d seen)\n", monitor, v50 / 1e3,
+               v99 / 1e3, r50 / 1e3, r99 / 1e3, n, iters);
+        fprintf(csv, "change_to_visible_p50,%s,%d,%.1f,ns\n", monitor, n, v50);
+        fprintf(csv, "change_to_visible_p99,%s,%d,%.1f,ns\n", monitor, n, v99);
+        fprintf(csv, "event_to_restored_p50,%s,%d,%.1f,ns\n", monitor, n, r50);
+        fprintf(csv, "event_to_restored_p99,%s,%d,%.1f,ns\n", monitor, n, r99);
+    }
+    free(vis);
+    free(rest);
+    ucs_mrlease_engine_destroy(e);
+}
+
+static void bench_bytes_per_lease(const char *monitors)
+{
+    const size_t n = 100000;
+    ucs_mrlease_params_t params = {.cb = restore_now};
+    ucs_mrlease_engine_t *e = engine_with(monitors);
+    size_t page = sysconf(_SC_PAGESIZE), i;
+    ucs_mrlease_t **ls = malloc(n * sizeof(*ls));
+    unsigned long broken = 0;
+    struct mallinfo2 m0, m1;
+    char *p, label[64];
+    double per;
+
+    params.arg = &broken;
+    p = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    m0 = mallinfo2();
+    for (i = 0; i < n; ++i) {
+        if (ucs_mrlease_acquire(e, p + i * page, page, &params, &ls[i]) != UCS_OK) {
+            fprintf(stderr, "bytes per lease: acquire %zu failed\n", i);
+            exit(1);
+        }
+    }
+    m1  = mallinfo2();
+    per = ((double)(m1.uordblks - m0.uordblks) + (double)(m1.hblkhd - m0.hblkhd)) / n;
+    printf("%-28s %8.1f B per lease (%zu leases; goal <= 128)\n", monitors, per, n);
+    snprintf(label, sizeof(label), "%s", monitors); /* CSV-safe: '+' for ',' */
+    for (i = 0; label[i] != '\0'; ++i) {
+        label[i] = (label[i] == ',') ? '+' : label[i];
+    }
+    fprintf(csv, "bytes_per_lease,%s,%zu,%.1f,B\n", label, n, per);
+    for (i = 0; i < n; ++i) {
+        ucs_mrlease_release(ls[i]);
+    }
+    free(ls);
+    munmap(p, n * page);
+    ucs_mrlease_engine_destroy(e);
+}
+
+static void lease_layout(void)
+{
+    /* where the bytes of one lease go (the engine's own struct) */
+    printf("struct ucs_mrlease: %zu B: hot %zu, tree node %zu, pending event %zu, "
+           "backing %zu, the rest %zu (owner, callback, state, file lease, lists)\n",
+           sizeof(struct ucs_mrlease), sizeof(ucs_mrlease_hot_t),
+           sizeof(ucs_mrlease_tree_node_t), sizeof(ucs_mrlease_event_t),
+           sizeof(ucs_mrlease_backing_t),
+           sizeof(struct ucs_mrlease) - sizeof(ucs_mrlease_hot_t) -
+                   sizeof(ucs_mrlease_tree_node_t) - sizeof(ucs_mrlease_event_t) -
+                   sizeof(ucs_mrlease_backing_t));
+    fprintf(csv, "sizeof_lease,struct,1,%zu,B\n", sizeof(struct ucs_mrlease));
+}
+
 int main(int argc, char **argv)
 {
     const char *path = (argc > 1) ? argv[1] : "bench-engine.csv";
+    const char *only = (argc > 2) ? argv[2] : NULL;
+    const char *monitors[] = {"ucm", "uffd"};
     size_t n;
+    int i;
 
-    csv = fopen(path, "w");
+    csv = fopen(path, only ? "a" : "w");
     if (csv == NULL) {
         perror(path);
         return 1;
     }
+    if (only != NULL) {
+        printf("\n## %s: change-to-visible and event-to-restored of a 1 MiB munmap\n", only);
+        printf("%-8s %10s %10s %12s %12s\n", "monitor", "vis p50", "vis p99", "rest p50",
+               "rest p99");
+        bench_latency(only);
+        bench_munmap(only, 1);
+        fclose(csv);
+        return 0;
+    }
     machine();
     bench_idle_progress();
+
+    printf("\n## latency of a 1 MiB munmap per monitor (1000 runs)\n");
+    printf("%-8s %10s %10s %12s %12s\n", "monitor", "vis p50", "vis p99", "rest p50",
+           "rest p99");
+    for (i = 0; i < 2; ++i) {
+        bench_latency(monitors[i]);
+    }
+
+    printf("\n## engine bytes per lease (mallinfo2, 10^5 leases of one page each)\n");
+    lease_layout();
+    bench_bytes_per_lease("inject");
+    bench_bytes_per_lease("uffd,ucm,flease,inject");
 
     printf("\n## munmap of a populated 1 MiB range, until it returns (2000 runs)\n");
     bench_munmap("inject", 0);

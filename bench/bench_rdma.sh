@@ -1,117 +1,151 @@
 #!/bin/bash
 # RDMA benchmark, inside the soft-RoCE guest (make bench-rdma runs it there):
-# plain UCX against UCX with mrlease (libuct_ib_lease preloaded and enabled),
-# same guest, alternating rounds, best of each. Prints ratios and writes CSV.
-#   bench_rdma.sh BUILD_DIR CSV_OUT
+# three stacks in the same guest, rounds interleaved (the order of the stacks
+# rotates from round to round):
+#   plain     UCX 1.13 as shipped: registration cache on, not coherent
+#   cacheoff  UCX with its cache off (UCX_IB_REG_METHODS=direct): coherent,
+#             registers and deregisters per transfer (the users' workaround)
+#   mrlease   UCX with libuct_ib_lease preloaded and on: coherent, cached
+#
+#   bench_rdma.sh BUILD_DIR OUT_DIR
+# Writes OUT_DIR/bench-rdma.csv (raw rows, one per run) and
+# OUT_DIR/bench-regcost-guest.csv; bench/plot_rdma.py OUT_DIR makes the tables
+# and plots from them. Environment (docs/benchmarks.md):
+#   MRL_BENCH_ROUNDS  rounds (default 3)
+#   MRL_BENCH_SIZES   message sizes (default 8 64 512 4096 32768 262144 1048576 4194304)
+#   MRL_BENCH_CHURN   N values for the MPI runs, 0 = no change (default 0 100 10 1)
+#   MRL_BENCH_MIB     MiB per point (default 16)
 set -uo pipefail
-build=${1:?usage: bench_rdma.sh BUILD_DIR CSV_OUT}
-csv=${2:?usage: bench_rdma.sh BUILD_DIR CSV_OUT}
+build=${1:?usage: bench_rdma.sh BUILD_DIR OUT_DIR}
+out=${2:?usage: bench_rdma.sh BUILD_DIR OUT_DIR}
 lib=$build/src/uct_ib_lease/.libs/libuct_ib_lease.so
+counter=$build/bench/.libs/libmrl_reg_counter.so
 rounds=${MRL_BENCH_ROUNDS:-3}
+sizes=${MRL_BENCH_SIZES:-8 64 512 4096 32768 262144 1048576 4194304}
+mib=${MRL_BENCH_MIB:-16}
+export MRL_BENCH_SIZES="$sizes" MRL_BENCH_MIB="$mib" MRL_BENCH_CHURN=${MRL_BENCH_CHURN:-0 100 10 1}
 export UCX_IB_GID_INDEX=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export MRL_FILE_CHANGER=$build/test/helpers/file_changer
+csv=$out/bench-rdma.csv
+stacks=(plain cacheoff mrlease)
 port=23000
 
-# perftest VARIANT TEST LAYOUT SIZE ITERS FIELD -> prints one number
+for f in "$lib" "$counter" "$build/bench/bench_mpi" "$build/bench/bench_regcost"; do
+    [ -e "$f" ] || { echo "bench_rdma: $f missing (make bench-rdma builds it)" >&2; exit 2; }
+done
+
+# the environment of a stack, as NAME=VALUE words
+stack_env() {
+    case "$1" in
+    plain)    echo "UCX_IB_LEASE_SUMMARY=n" ;;
+    cacheoff) echo "UCX_IB_REG_METHODS=direct" ;;
+    mrlease)  echo "LD_PRELOAD=$lib UCX_IB_LEASE_ENABLE=y UCX_IB_LEASE_SUMMARY=n" ;;
+    esac
+}
+
+# the rounds' stack order: rotated each round, so none always goes first
+order() { local r=$1 i; for i in 0 1 2; do echo "${stacks[$(((i + r) % 3))]}"; done; }
+
+ops_for() { # SIZE -> operations for MRL_BENCH_MIB MiB, 20..1000
+    local n=$((mib * 1048576 / $1))
+    [ $n -lt 20 ] && n=20
+    [ $n -gt 1000 ] && n=1000
+    echo $n
+}
+
+# perftest STACK TEST SIZE ROUND: UCT rc_verbs zcopy, rxe1 -> rxe0; one CSV row
 perftest() {
-    local variant=$1 test=$2 layout=$3 size=$4 iters=$5 field=$6 pre=()
-    [ "$variant" = mrlease ] && pre=(env LD_PRELOAD="$lib" UCX_IB_LEASE_ENABLE=y UCX_IB_LEASE_SUMMARY=n)
+    local stack=$1 test=$2 size=$3 round=$4 n bw
+    n=$(ops_for "$size")
     port=$((port + 1))
-    "${pre[@]}" ucx_perftest -d rxe0:1 -x rc_verbs -t "$test" -D "$layout" -s "$size" \
-        -n "$iters" -w 20 -p $port > /dev/null 2>&1 &
+    env $(stack_env "$stack") ucx_perftest -d rxe0:1 -x rc_verbs -t "$test" -D zcopy \
+        -s "$size" -n "$n" -w 10 -p $port > /dev/null 2>&1 &
     local spid=$!
     sleep 0.5
-    "${pre[@]}" ucx_perftest 127.0.0.1 -d rxe1:1 -x rc_verbs -t "$test" -D "$layout" \
-        -s "$size" -n "$iters" -w 20 -p $port 2>/dev/null | awk -v f="$field" '/Final:/ {print $f}'
+    bw=$(env $(stack_env "$stack") timeout 300 ucx_perftest 127.0.0.1 -d rxe1:1 -x rc_verbs \
+        -t "$test" -D zcopy -s "$size" -n "$n" -w 10 -p $port 2>/dev/null |
+        awk '/Final:/ {print $7}')
     wait $spid
+    # columns: kind,test,stack,round,n,size,ops,us_per_op,MB_per_s,cpu,regs,wrong,changes
+    # (ucx_perftest's MB/s is MiB/s: converted)
+    awk -v t="$test" -v s="$stack" -v r="$round" -v z="$size" -v n="$n" -v bw="${bw:-}" \
+        'BEGIN { if (bw !~ /^[0-9.]+$/ || bw == 0) { printf "perftest,%s,%s,%s,0,%s,%s,,,,,,\n", t, s, r, z, n; exit }
+                 mb = bw * 1.048576; printf "perftest,%s,%s,%s,0,%s,%s,%.3f,%.3f,,,,\n",
+                 t, s, r, z, n, z / mb, mb }' >> "$csv"
 }
 
-# ucp_perftest VARIANT TEST SIZE ITERS FIELD -> one number; through UCP, so the
-# catch-up on ucp_worker_progress and the sends is on the measured path
-ucp_perftest() {
-    local variant=$1 test=$2 size=$3 iters=$4 field=$5 pre=(env UCX_TLS=rc_verbs,ud_verbs,self)
-    [ "$variant" = mrlease ] && pre+=(LD_PRELOAD="$lib" UCX_IB_LEASE_ENABLE=y UCX_IB_LEASE_SUMMARY=n)
-    port=$((port + 1))
-    "${pre[@]}" UCX_NET_DEVICES=rxe0:1 ucx_perftest -t "$test" -s "$size" -n "$iters" \
-        -w 50 -p $port > /dev/null 2>&1 &
-    local spid=$!
-    sleep 0.5
-    "${pre[@]}" UCX_NET_DEVICES=rxe1:1 ucx_perftest 127.0.0.1 -t "$test" -s "$size" \
-        -n "$iters" -w 50 -p $port 2>/dev/null | awk -v f="$field" '/Final:/ {print $f}'
-    wait $spid
-}
-
-# mpi VARIANT MODE -> seconds of the timed loop
+# mpi STACK ROUND: bench_mpi over every test, N and size; rows to the CSV
 mpi() {
-    local variant=$1 mode=$2 runner=mpirun
-    [ "$variant" = mrlease ] && runner=$(dirname "$0")/../contrib/mpirun-mrlease
-    local c=(-x UCX_IB_GID_INDEX=0 -x UCX_TLS=rc_verbs,ud_verbs,self -x MRL_FILE_CHANGER
-             -x UCX_IB_LEASE_SUMMARY=n)
-    MRL_LIB=$lib $runner --mca pml ucx --mca btl ^openib,uct,vader \
-        -np 1 "${c[@]}" -x UCX_NET_DEVICES=rxe0:1 "$build/test/mpi/mpi_remap" 20 "$mode" both : \
-        -np 1 "${c[@]}" -x UCX_NET_DEVICES=rxe1:1 "$build/test/mpi/mpi_remap" 20 "$mode" both \
-        2>/dev/null | awk '/wrong bytes/ {for (i = 1; i <= NF; ++i) if ($i == "s") print $(i-1)}
-                          /wrong bytes/ {for (i = 1; i <= NF; ++i) if ($(i+1) == "wrong") w = $i}
-                          END {if (w != 0) print "WRONG"}' | tr '\n' ' '
+    local stack=$1 round=$2 pre=$counter e c=()
+    for e in $(stack_env "$stack"); do
+        case "$e" in
+        LD_PRELOAD=*) pre="${e#LD_PRELOAD=}:$counter" ;;
+        *) c+=(-x "$e") ;;
+        esac
+    done
+    c+=(-x UCX_IB_GID_INDEX=0 -x UCX_TLS=rc_verbs,ud_verbs,self -x "LD_PRELOAD=$pre"
+        -x MRL_BENCH_SIZES -x MRL_BENCH_CHURN -x MRL_BENCH_MIB)
+    timeout 1800 mpirun --mca pml ucx --mca osc ucx --mca btl ^openib,uct,vader \
+        -np 1 "${c[@]}" -x UCX_NET_DEVICES=rxe0:1 "$build/bench/bench_mpi" "$stack" "$round" : \
+        -np 1 "${c[@]}" -x UCX_NET_DEVICES=rxe1:1 "$build/bench/bench_mpi" "$stack" "$round" \
+        2> "$out/mpi-$stack-$round.err" | grep --line-buffered -E '^(mpi,|# peak_registered,)' | tee -a "$csv" |
+        awk -F, '/^# peak/ {print "  " $0} /^mpi,/ {printf "  %-8s %-8s N=%-3s %8s B %10.1f us %9.2f MB/s %10.1f us cpu %6s regs %s wrong\n",
+                  $2, $3, $5, $6, $8, $9, $10, $11, $12}'
+    [ "${PIPESTATUS[0]}" = 0 ] || echo "bench_rdma: bench_mpi on $stack, round $round failed" \
+                                       "(see $out/mpi-$stack-$round.err)" >&2
 }
 
-best() { sort -g | head -1 | tr -d ' '; }    # smallest (latency, time)
-bestbw() { sort -g | tail -1 | tr -d ' '; }  # largest (bandwidth)
-
-# the host's CPU comes from the host (make bench-rdma passes it): the guest
-# only sees QEMU's virtual one
+# the machine: the host's CPU comes from the host (make bench-rdma passes it),
+# the guest sees only QEMU's virtual one
 host_cpu=${MRL_BENCH_HOST_CPU:-unknown host CPU}
-echo "# machine,$host_cpu host; QEMU TCG guest (soft-RoCE rxe),$(nproc) guest CPUs,Linux $(uname -r),UCX $(ucx_info -v | awk 'NR == 1 {print $NF}')" > "$csv"
-echo "bench,variant,value,unit" >> "$csv"
-printf '%-40s %14s %14s %8s\n' "benchmark ($rounds alternating rounds, best)" plain mrlease ratio
+mtu=$(cat /sys/class/net/veth0/mtu 2>/dev/null || echo '?')
+amtu=$(ibv_devinfo -d rxe0 2>/dev/null | awk '/active_mtu/ {print $2; exit}')
+machine="$host_cpu host; QEMU TCG guest (soft-RoCE rxe; veth MTU $mtu; rxe active_mtu ${amtu:-?}),$(nproc) guest CPUs,guest Linux $(uname -r),UCX $(ucx_info -v | awk 'NR == 1 {print $NF}'),$(mpirun --version | head -1)"
+echo "# machine,$machine" > "$csv"
+echo "kind,test,stack,round,n,size,ops,us_per_op,MB_per_s,cpu_us_per_op,regs_per_op,wrong_bytes,changes" >> "$csv"
+echo "# machine: $machine"
+echo "# $rounds rounds; sizes: $sizes; churn N: $MRL_BENCH_CHURN; $mib MiB per point"
 
-row() { # name unit plain mrlease higher_is_better
-    local ratio
-    ratio=$(awk -v p="$3" -v m="$4" 'BEGIN { if (p ~ /^[0-9.]+$/ && m ~ /^[0-9.]+$/ && p > 0)
-                                                 printf "%.3f", m / p; else print "n/a" }')
-    printf '%-40s %14s %14s %8s\n' "$1 ($2)" "$3" "$4" "$ratio"
-    echo "\"$1\",plain,$3,$2" >> "$csv"   # names may hold commas
-    echo "\"$1\",mrlease,$4,$2" >> "$csv"
-}
+# 1. registration cost, measured directly
+echo "# machine,$machine" > "$out/bench-regcost-guest.csv"
+echo "== ibv_reg_mr / ibv_dereg_mr / restore in the guest (rxe) =="
+"$build/bench/bench_regcost" verbs "$out/bench-regcost-guest.csv" ||
+    echo "bench_rdma: bench_regcost verbs failed" >&2
 
-for spec in "put_bw zcopy 65536 300 bw" "get zcopy 65536 300 bw" "am_lat short 8 2000 lat"; do
-    set -- $spec
-    p=(); m=()
-    for r in $(seq "$rounds"); do
-        if [ "$5" = bw ]; then
-            p+=("$(perftest plain "$1" "$2" "$3" "$4" 6)")
-            m+=("$(perftest mrlease "$1" "$2" "$3" "$4" 6)")
-        else
-            p+=("$(perftest plain "$1" "$2" "$3" "$4" 4)")
-            m+=("$(perftest mrlease "$1" "$2" "$3" "$4" 4)")
-        fi
+# 2. the engine's latencies where only the guest has them: the kernel module
+#    (kmod), next to uffd and ucm on the guest's kernel
+echo "# machine,$machine" > "$out/bench-engine-guest.csv"
+echo "bench,variant,n,value,unit" >> "$out/bench-engine-guest.csv"
+if [ -e "$build/kernel/mrlease.ko" ] && { [ -e /dev/mrlease ] || insmod "$build/kernel/mrlease.ko"; }; then
+    guest_monitors="uffd ucm kmod"
+else
+    echo "bench_rdma: mrlease.ko NOT loaded ($build/kernel/mrlease.ko: make kmod): no kmod rows" >&2
+    guest_monitors="uffd ucm"
+fi
+for m in $guest_monitors; do
+    "$build/bench/bench_engine" "$out/bench-engine-guest.csv" "$m" 2>/dev/null ||
+        echo "bench_rdma: bench_engine $m failed" >&2
+done
+
+# 3. ucx_perftest, UCT rc_verbs zcopy: no churn possible (the perftest
+#    registers its buffers once, itself)
+for round in $(seq "$rounds"); do
+    echo "== ucx_perftest rc_verbs put_bw/get zcopy, round $round =="
+    for size in $sizes; do
+        for test in put_bw get; do
+            for stack in $(order "$round"); do
+                perftest "$stack" "$test" "$size" "$round"
+            done
+        done
+        grep "^perftest,[a-z_]*,[a-z]*,$round,0,$size," "$csv" |
+            awk -F, '{printf "  %-7s %-8s %8s B %9s MB/s\n", $2, $3, $6, $9}'
     done
-    if [ "$5" = bw ]; then
-        row "ucx_perftest rc $1 $2 $3 B" MB/s "$(printf '%s\n' "${p[@]}" | bestbw)" \
-            "$(printf '%s\n' "${m[@]}" | bestbw)"
-    else
-        row "ucx_perftest rc $1 $3 B" us "$(printf '%s\n' "${p[@]}" | best)" \
-            "$(printf '%s\n' "${m[@]}" | best)"
-    fi
 done
 
-p=(); m=()
-for r in $(seq "$rounds"); do
-    p+=("$(ucp_perftest plain tag_lat 8 2000 4)")
-    m+=("$(ucp_perftest mrlease tag_lat 8 2000 4)")
-done
-row "ucx_perftest UCP tag_lat 8 B" us "$(printf '%s\n' "${p[@]}" | best)" \
-    "$(printf '%s\n' "${m[@]}" | best)"
-
-for mode in none remap; do
-    p=(); m=()
-    for r in $(seq "$rounds"); do
-        p+=("$(mpi plain $mode)")
-        m+=("$(mpi mrlease $mode)")
+# 4. MPI ping-pong, MPI_Put, MPI_Get with churn every N operations
+for round in $(seq "$rounds"); do
+    for stack in $(order "$round"); do
+        echo "== MPI ($stack), round $round =="
+        mpi "$stack" "$round"
     done
-    pv=$(printf '%s\n' "${p[@]}" | grep -v WRONG | best)
-    mv=$(printf '%s\n' "${m[@]}" | grep -v WRONG | best)
-    row "MPI 20 x 1 MiB send/recv, churn=$mode" s "${pv:-wrong}" "${mv:-wrong}"
 done
-echo "(plain UCX with churn=remap gets wrong bytes: no valid time)"
 echo "CSV: $csv"
