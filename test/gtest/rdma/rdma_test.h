@@ -39,34 +39,28 @@ protected:
         return std::string(MRL_TOP_SRCDIR) + "/contrib/mpirun-mrlease";
     }
 
-    /* per_device ranks on rxe0 and as many on rxe1; `pass` are variables of
-     * the caller's environment that every rank gets (-x VAR). */
+    /* contrib/vm/mpirun-rxe: one app context per rxe device, with the
+     * settings rxe needs; any launcher (--launcher, --mpich) */
+    static std::string rxe_launcher()
+    {
+        return std::string(MRL_TOP_SRCDIR) + "/contrib/vm/mpirun-rxe";
+    }
+
+    /* per_device ranks on rxe0 and as many on rxe1, started by `runner`
+     * (Open MPI's mpirun, or mrlease_runner()); `pass` are variables of the
+     * caller's environment that every rank gets (-x VAR). */
     static std::vector<std::string> mpirun(int per_device, const std::string &app,
                                            const std::vector<std::string> &args,
                                            const std::string &runner = "/usr/bin/mpirun",
                                            const std::vector<std::string> &pass = {})
     {
-        std::vector<std::string> argv = {runner, "--mca", "pml", "ucx",
-                                         "--mca", "osc", "ucx", "--mca", "btl",
-                                         "^openib,uct,vader", "--oversubscribe"};
-        for (int dev = 0; dev < 2; ++dev) {
-            if (dev) {
-                argv.push_back(":");
-            }
-            for (auto s : {"-np", per_device == 1 ? "1" : "2",
-                           "-x", "UCX_IB_GID_INDEX=0",
-                           "-x", "UCX_TLS=rc_verbs,ud_verbs,self"}) {
-                argv.push_back(s);
-            }
-            for (auto &var : pass) {
-                argv.push_back("-x");
-                argv.push_back(var);
-            }
-            argv.push_back("-x");
-            argv.push_back("UCX_NET_DEVICES=rxe" + std::to_string(dev) + ":1");
-            argv.push_back(app);
-            argv.insert(argv.end(), args.begin(), args.end());
+        std::vector<std::string> argv = {rxe_launcher(), "--launcher", runner, "-np",
+                                         std::to_string(2 * per_device)};
+        for (auto &var : pass) {
+            argv.insert(argv.end(), {"-x", var});
         }
+        argv.insert(argv.end(), {"--", app});
+        argv.insert(argv.end(), args.begin(), args.end());
         return argv;
     }
 
