@@ -3,7 +3,7 @@
  *
  *   bench_regcost verbs CSV    (soft-RoCE guest: needs rxe0 and rxe1)
  *       ibv_reg_mr and ibv_dereg_mr of a populated buffer, and a restore as
- *       mrlease does it: register the new pages, bind a type 2 memory window
+ *       mrlease does it: register the new pages, bind a type 1 memory window
  *       over them (the rkey the peer keeps), deregister the old registration
  *   bench_regcost iouring CSV  (native, no RDMA device needed)
  *       io_uring_register(IORING_REGISTER_BUFFERS) and UNREGISTER of one
@@ -89,7 +89,7 @@ static int bind_mw(mrl_side_t *s, struct ibv_mw *mw, struct ibv_mr *mr, void *ad
     struct ibv_wc wc;
     int n;
 
-    key = key ? key : ibv_inc_rkey(mw->rkey);
+    key = key ? key : mw->rkey;
     wr.opcode                        = IBV_WR_BIND_MW;
     wr.send_flags                    = IBV_SEND_SIGNALED;
     wr.bind_mw.mw                    = mw;
@@ -129,7 +129,7 @@ static int bench_verbs(void)
         fprintf(stderr, "bench_regcost: no rxe0/rxe1 pair (run in the guest)\n");
         return 1;
     }
-    mw = ibv_alloc_mw(pair.a.pd, IBV_MW_TYPE_2);
+    mw = ibv_alloc_mw(pair.a.pd, IBV_MW_TYPE_1);
     if (mw == NULL) {
         fprintf(stderr, "bench_regcost: ibv_alloc_mw: %s\n", strerror(errno));
         return 1;
