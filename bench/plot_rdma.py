@@ -196,8 +196,9 @@ def plot_bench(out, machine, kind, test, keys, points):
             if used[row]:
                 axes[row][col].set_xscale("log", base=2)
                 axes[row][col].set_xlabel("message size (bytes)")
-        if used[0]:
-            axes[0][col].set_yscale("log")
+        for row in (0, 2):
+            if used[row]:
+                axes[row][col].set_yscale("log")
         axes[0][col].set_ylabel("MB/s (median, min-max)")
         axes[1][col].set_ylabel("bandwidth ratio, same round")
         axes[2][col].set_ylabel("rank 0 CPU us per message" if kind == "mpi" else "")
