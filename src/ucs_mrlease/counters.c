@@ -1,5 +1,19 @@
 #include "engine.h"
 
+void ucs_mrlease_monitor_counters(ucs_mrlease_engine_t *engine,
+                                  ucs_mrlease_counters_t *counters)
+{
+    ucs_mrlease_monitor_t *mon;
+    unsigned id;
+
+    for (id = 0; id < UCS_MRLEASE_MONITOR_LAST; ++id) {
+        mon = engine->monitors[id];
+        if ((mon != NULL) && (mon->ops->counters != NULL)) {
+            mon->ops->counters(mon, counters);
+        }
+    }
+}
+
 void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
 {
     unsigned i;
@@ -38,6 +52,11 @@ void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
     MRL_PRINT(file_leases_forced);
     MRL_PRINT(file_leases_stalled);
     MRL_PRINT(file_leases_adopted);
+    MRL_PRINT(kmod_ranges);
+    MRL_PRINT(kmod_unwatched);
+    MRL_PRINT(kmod_breaks);
+    MRL_PRINT(kmod_ignored);
+    MRL_PRINT(kmod_overflows);
 #undef MRL_PRINT
     fprintf(stream, "%-25s %.1f\n", "held_us_avg",
             c->held_count ? (double)c->held_ns_total / c->held_count / 1e3 : 0.0);

@@ -472,5 +472,6 @@ void ucs_mrlease_counters_get(ucs_mrlease_engine_t *engine,
            sizeof(counters->monitor_events));
     counters->queue_overflows = engine->queue.overflows;
     ucs_mrlease_queue_unlock(&engine->queue);
+    ucs_mrlease_monitor_counters(engine, counters);
     ucs_mrlease_engine_unlock(engine);
 }

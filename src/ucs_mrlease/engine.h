@@ -50,6 +50,10 @@ struct ucs_mrlease_monitor_ops {
      * touching kernel state the parent still owns. The monitor is then
      * forgotten, never closed. Default: close the fd the reader polled. */
     void         (*forked)(ucs_mrlease_monitor_t *mon);
+    /* Optional, any thread, engine lock held or not: add the monitor's own
+     * counters (aligned words, read without a lock). */
+    void         (*counters)(ucs_mrlease_monitor_t *mon,
+                             ucs_mrlease_counters_t *counters);
 };
 
 struct ucs_mrlease_monitor {
@@ -151,6 +155,10 @@ static inline void ucs_mrlease_set_pending(ucs_mrlease_engine_t *engine)
     __atomic_or_fetch(&engine->hot.pending, UCS_MRLEASE_PENDING_EVENTS,
                       __ATOMIC_SEQ_CST);
 }
+
+/* counters.c: the running monitors' own counters (ops->counters) */
+void ucs_mrlease_monitor_counters(ucs_mrlease_engine_t *engine,
+                                  ucs_mrlease_counters_t *counters);
 
 /* engine.c */
 void ucs_mrlease_engine_lock(ucs_mrlease_engine_t *engine);

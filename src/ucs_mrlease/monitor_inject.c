@@ -186,6 +186,7 @@ static void inject_counters_text(ucs_mrlease_engine_t *engine, char *buf,
     memcpy(c.monitor_events, engine->queue.monitor_count, sizeof(c.monitor_events));
     c.queue_overflows = engine->queue.overflows;
     ucs_mrlease_queue_unlock(&engine->queue);
+    ucs_mrlease_monitor_counters(engine, &c);
 
     f = fmemopen(buf, max, "w");
     if (f == NULL) {

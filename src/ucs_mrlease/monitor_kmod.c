@@ -9,8 +9,9 @@
  * changer ever waits for us.
  *
  * Events are pulled from the fd by dispatch, before it drains the queue, so
- * the very next progress call after a change delivers it. A mutex makes the
- * read and the push one step.
+ * the very next progress call after a change delivers it; with a dispatcher
+ * thread the reader also polls the fd and wakes it (kmod_fd). A mutex makes
+ * the read and the push one step.
  *
  * Changes that replace no page (mprotect, NUMA hinting, soft-dirty, fork's
  * write-protect of the parent) are filtered out in the kernel.
@@ -45,6 +46,8 @@ typedef struct {
     khash_t(mrl_kmod_slot) slots;     /* lease -> slot; engine lock */
     void                   *status;   /* read-only status area */
     size_t                 status_size;
+    uint64_t               ranges;    /* counters: engine lock to write */
+    uint64_t               unwatched;
 } ucs_mrlease_kmod_t;
 
 static int ucs_mrlease_kmod_warned;
@@ -219,6 +222,7 @@ static ucs_status_t kmod_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
     reg.len    = lease->hot.end - lease->hot.start;
     reg.cookie = (uintptr_t)lease;
     if (ioctl(mon->fd, MRLEASE_IOC_REGISTER, &reg) < 0) {
+        __atomic_add_fetch(&mon->unwatched, 1, __ATOMIC_RELAXED);
         ucs_diag("mrlease: kmod: register [0x%lx, 0x%lx) failed: %m%s",
                  lease->hot.start, lease->hot.end, (errno == ENOSPC) ?
                  " (the context's ranges are all in use)" : "");
@@ -230,6 +234,7 @@ static ucs_status_t kmod_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
         return UCS_ERR_NO_MEMORY;
     }
     kh_val(&mon->slots, it) = reg.slot;
+    __atomic_add_fetch(&mon->ranges, 1, __ATOMIC_RELAXED);
     return UCS_OK;
 }
 
@@ -244,6 +249,7 @@ static void kmod_disarm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
     }
     slot = kh_val(&mon->slots, it);
     kh_del(mrl_kmod_slot, &mon->slots, it);
+    __atomic_sub_fetch(&mon->ranges, 1, __ATOMIC_RELAXED);
     if ((getpid() == mon->pid) &&
         (ioctl(mon->fd, MRLEASE_IOC_UNREGISTER, &slot) < 0)) {
         ucs_diag("mrlease: kmod: unregister slot %u failed: %m", slot);
@@ -251,17 +257,67 @@ static void kmod_disarm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
 }
 
 /*
- * The reader thread does not poll the fd: no changer waits for us, the
- * kernel raises the pending word itself and dispatch pulls the events, so
- * waking a thread on every change would only cost the changer (measured:
- * a leased munmap 4.3x an unleased one under TCG with the reader polling).
+ * The reader thread polls the fd only while the engine runs a dispatcher
+ * thread (ucs_mrlease_engine_start_dispatcher(): libuct_ib_lease does), so
+ * that a process that never calls progress (a pure-UCT program) still has
+ * its leases restored as soon as the kernel tells. Without a dispatcher no
+ * thread is woken on a change: the kernel raises the pending word itself and
+ * the owner's next progress call pulls the events.
  */
+static int kmod_fd(ucs_mrlease_monitor_t *super)
+{
+    ucs_mrlease_kmod_t *mon = ucs_derived_of(super, ucs_mrlease_kmod_t);
+
+    if ((super->engine->dispatch_fd < 0) || mon->lost) {
+        return -1;
+    }
+    return mon->fd;
+}
+
+static void kmod_drain(ucs_mrlease_monitor_t *super)
+{
+    /* the reader then wakes the dispatcher, the events being queued */
+    kmod_pull(ucs_derived_of(super, ucs_mrlease_kmod_t));
+}
+
+/* The kernel's counters of the context, and ours; any thread, no lock. */
+static void kmod_counters(ucs_mrlease_monitor_t *super,
+                          ucs_mrlease_counters_t *c)
+{
+    ucs_mrlease_kmod_t *mon              = ucs_derived_of(super,
+                                                          ucs_mrlease_kmod_t);
+    const struct mrlease_status_hdr *hdr = mon->status;
+
+    c->kmod_ranges    = __atomic_load_n(&mon->ranges, __ATOMIC_RELAXED);
+    c->kmod_unwatched = __atomic_load_n(&mon->unwatched, __ATOMIC_RELAXED);
+    if (hdr != NULL) {
+        c->kmod_breaks    = __atomic_load_n(&hdr->events, __ATOMIC_RELAXED);
+        c->kmod_ignored   = __atomic_load_n(&hdr->ignored, __ATOMIC_RELAXED);
+        c->kmod_overflows = __atomic_load_n(&hdr->overflows, __ATOMIC_RELAXED);
+    }
+}
+
+/* In a forked child: the context is the parent's; drop our copy of the fd.
+ * The status area is not inherited (VM_DONTCOPY): forget it. */
+static void kmod_forked(ucs_mrlease_monitor_t *super)
+{
+    ucs_mrlease_kmod_t *mon = ucs_derived_of(super, ucs_mrlease_kmod_t);
+
+    mon->lost   = 1;
+    mon->status = NULL;
+    close(mon->fd);
+    mon->fd = -1;
+}
 
 const ucs_mrlease_monitor_ops_t ucs_mrlease_kmod_ops = {
-    .id     = UCS_MRLEASE_MONITOR_KMOD,
-    .name   = "kmod",
-    .open   = kmod_open,
-    .close  = kmod_close,
-    .arm    = kmod_arm,
-    .disarm = kmod_disarm
+    .id       = UCS_MRLEASE_MONITOR_KMOD,
+    .name     = "kmod",
+    .open     = kmod_open,
+    .close    = kmod_close,
+    .arm      = kmod_arm,
+    .disarm   = kmod_disarm,
+    .fd       = kmod_fd,
+    .drain    = kmod_drain,
+    .forked   = kmod_forked,
+    .counters = kmod_counters
 };

@@ -166,6 +166,12 @@ typedef struct ucs_mrlease_counters {
     uint64_t file_leases_forced; /**< the kernel broke a file lease by force */
     uint64_t file_leases_stalled;/**< let go: no progress call saw the break */
     uint64_t file_leases_adopted;/**< mappings re-mapped onto our own fd */
+    /* kmod (mrlease.ko); the kernel's own words, read when asked */
+    uint64_t kmod_ranges;        /**< leases the kernel watches now */
+    uint64_t kmod_unwatched;     /**< leases it could not watch (slots full...) */
+    uint64_t kmod_breaks;        /**< page changes the kernel told, before them */
+    uint64_t kmod_ignored;       /**< changes that replaced no page (mprotect...) */
+    uint64_t kmod_overflows;     /**< times its event queue folded to all ranges */
 } ucs_mrlease_counters_t;
 
 /**
@@ -177,9 +183,10 @@ void         ucs_mrlease_engine_destroy(ucs_mrlease_engine_t *engine);
 
 /**
  * Run dispatch in a thread of the engine's own as soon as a monitor of the
- * reader thread (uffd, flease, inject) queues an event, so that a changer
- * the kernel holds (a file lease break) is released without waiting for the
- * owner's next progress call. Only for owners whose callbacks are
+ * reader thread (uffd, flease, inject, and kmod, whose fd the reader then
+ * polls) queues an event, so that a changer the kernel holds (a file lease
+ * break) is released, and an owner that never calls progress restored,
+ * without waiting for the owner's next progress call. Only for owners whose callbacks are
  * thread-safe (UCX's rcache is). Progress calls keep working as well.
  */
 ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine);

@@ -147,6 +147,8 @@ ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine)
         engine->dispatch_fd = -1;
         return UCS_ERR_IO_ERROR;
     }
+    /* a monitor may poll only with a dispatcher (kmod): rebuild the set */
+    ucs_mrlease_reader_wake(engine);
     return UCS_OK;
 }
 

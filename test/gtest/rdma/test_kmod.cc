@@ -7,9 +7,9 @@
  * module itself: load/unload/load, a process killed with ranges
  * registered, 10^5 ranges in one context, fork, max ranges.
  */
-#include "../mrlease_test.h"
-#include "../../../kernel/mrlease_uapi.h"
+#include "kmod_test.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fcntl.h>
@@ -27,129 +27,6 @@ using namespace mrl;
 
 namespace {
 
-std::string kmod_path()
-{
-    return builddir_path("kernel/mrlease.ko");
-}
-
-/* Load the module if it is not: the tests run as root in the guest. */
-::testing::AssertionResult kmod_load()
-{
-    if (access(MRLEASE_DEVICE, F_OK) == 0) {
-        return ::testing::AssertionSuccess();
-    }
-    if (access(kmod_path().c_str(), R_OK) != 0) {
-        return ::testing::AssertionFailure()
-               << kmod_path() << " not built: `make kmod` needs "
-               << "linux-headers-$(kernel/guest-kver) (contrib/install-deps)";
-    }
-    run_result r = run({"/sbin/insmod", kmod_path()}, {}, 60);
-    if (r.status != 0) {
-        return ::testing::AssertionFailure() << "insmod: " << r.output;
-    }
-    for (int i = 0; (i < 100) && (access(MRLEASE_DEVICE, F_OK) != 0); ++i) {
-        usleep(10000); /* devtmpfs creates the node */
-    }
-    if (access(MRLEASE_DEVICE, F_OK) != 0) {
-        return ::testing::AssertionFailure() << "no " MRLEASE_DEVICE " after insmod";
-    }
-    return ::testing::AssertionSuccess();
-}
-
-run_result kmod_unload()
-{
-    return run({"/sbin/rmmod", "mrlease"}, {}, 60);
-}
-
-std::string dmesg_problems()
-{
-    run_result r = run({"/bin/dmesg"}, {}, 30);
-    std::string bad;
-    size_t pos = 0, end;
-    while ((end = r.output.find('\n', pos)) != std::string::npos) {
-        std::string line = r.output.substr(pos, end - pos);
-        for (auto w : {"WARNING", "BUG", "Oops", "still has objects",
-                       "lockdep", "possible circular", "sleeping function"}) {
-            if (line.find(w) != std::string::npos) {
-                bad += line + "\n";
-                break;
-            }
-        }
-        pos = end + 1;
-    }
-    return bad;
-}
-
-/* The raw interface, for the module's own tests. */
-struct kmod_ctx {
-    int                       fd = -1;
-    volatile uint32_t         pending = 0;
-    struct mrlease_setup      setup = {};
-    struct mrlease_status_hdr *status = nullptr;
-
-    int open_setup(uint32_t max_ranges, uint32_t max_events = 0)
-    {
-        fd = open(MRLEASE_DEVICE, O_RDWR | O_CLOEXEC | O_NONBLOCK);
-        if (fd < 0) {
-            return -errno;
-        }
-        setup.abi          = MRLEASE_ABI_VERSION;
-        setup.max_ranges   = max_ranges;
-        setup.max_events   = max_events;
-        setup.pending_addr = (uintptr_t)&pending;
-        setup.pending_bits = 1;
-        if (ioctl(fd, MRLEASE_IOC_SETUP, &setup) < 0) {
-            return -errno;
-        }
-        void *p = mmap(NULL, setup.status_size, PROT_READ, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-            return -errno;
-        }
-        status = (struct mrlease_status_hdr*)p;
-        return 0;
-    }
-
-    int reg(const void *addr, size_t len, uint64_t cookie, uint32_t *slot)
-    {
-        struct mrlease_register r = {};
-        r.start  = (uintptr_t)addr;
-        r.len    = len;
-        r.cookie = cookie;
-        if (ioctl(fd, MRLEASE_IOC_REGISTER, &r) < 0) {
-            return -errno;
-        }
-        *slot = r.slot;
-        return 0;
-    }
-
-    const struct mrlease_slot_status *slot_status(uint32_t slot) const
-    {
-        return (const struct mrlease_slot_status*)
-               ((const char*)status + MRLEASE_STATUS_SLOTS_OFFSET) + slot;
-    }
-
-    std::vector<struct mrlease_event> read_all()
-    {
-        std::vector<struct mrlease_event> out;
-        struct mrlease_event evs[64];
-        ssize_t n;
-        while ((n = read(fd, evs, sizeof(evs))) > 0) {
-            out.insert(out.end(), evs, evs + n / sizeof(evs[0]));
-        }
-        return out;
-    }
-
-    ~kmod_ctx()
-    {
-        if (status != nullptr) {
-            munmap(status, setup.status_size);
-        }
-        if (fd >= 0) {
-            close(fd);
-        }
-    }
-};
-
 double kmod_now_s()
 {
     return std::chrono::duration<double>(
@@ -158,48 +35,7 @@ double kmod_now_s()
 
 } // namespace
 
-class test_kmod : public test_mrlease {
-protected:
-    /* Leave the guest as found: later tests run without the module. */
-    static void TearDownTestSuite()
-    {
-        kmod_unload();
-    }
-
-    void SetUp() override
-    {
-        ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";
-        ASSERT_TRUE(kmod_load());
-        ASSERT_EQ(UCS_OK, create("kmod"));
-        ASSERT_TRUE(ucs_mrlease_engine_monitors(m_engine) &
-                    UCS_BIT(UCS_MRLEASE_MONITOR_KMOD))
-            << "the kmod monitor did not start (see the warning above)";
-    }
-
-    ucs_mrlease_t *kmod_lease(void *p, size_t len)
-    {
-        ucs_mrlease_t *l = lease(p, len);
-        EXPECT_TRUE(ucs_mrlease_monitored_by(l) & UCS_BIT(UCS_MRLEASE_MONITOR_KMOD));
-        EXPECT_TRUE(ucs_mrlease_cacheable(l))
-            << "kmod vouches for it: uncovered 0x" << std::hex
-            << ucs_mrlease_uncovered(l);
-        return l;
-    }
-
-    /* The change has returned: the very next progress call delivers it. */
-    void expect_one(ucs_mrlease_t *l, unsigned kinds, uintptr_t start, uintptr_t end)
-    {
-        ucs_mrlease_progress(m_engine);
-        ASSERT_EQ(1u, events_of(l).size())
-            << "not visible right after the change returned";
-        progress_for(0.05);
-        auto ev = events_of(l);
-        ASSERT_EQ(1u, ev.size()) << "duplicated";
-        EXPECT_EQ(kinds, ev[0].ev.kinds & kinds) << std::hex << ev[0].ev.kinds;
-        EXPECT_EQ(start, ev[0].ev.start);
-        EXPECT_EQ(end, ev[0].ev.end);
-        EXPECT_EQ(UCS_BIT(UCS_MRLEASE_MONITOR_KMOD), ev[0].ev.monitors);
-    }
+class test_kmod : public kmod_engine_test {
 };
 
 TEST_F(test_kmod, munmap_libc)
@@ -492,6 +328,87 @@ TEST_F(test_kmod, hundred_thousand_ranges)
            (t3 - t2) * 1e3);
 }
 
+/* A process that never calls progress (a pure-UCT program under
+ * libuct_ib_lease) relies on the engine's dispatcher thread: a kernel event
+ * must wake it, and the owner is called back with no call of its own. */
+TEST_F(test_kmod, dispatcher_woken_without_progress)
+{
+    static std::atomic<int> calls;
+    static std::atomic<uintptr_t> got_start, got_end;
+    size_t len = 16 * m_page;
+    char *p    = (char*)map_anon(len);
+    ucs_mrlease_params_t params = {};
+    ucs_mrlease_t *l;
+
+    calls = 0;
+    params.cb = [](ucs_mrlease_t*, const ucs_mrlease_event_t *ev,
+                   void*) -> ucs_status_t {
+        got_start = ev->start;
+        got_end   = ev->end;
+        ++calls;
+        return UCS_OK;
+    };
+    ASSERT_EQ(UCS_OK, ucs_mrlease_engine_start_dispatcher(m_engine));
+    ASSERT_EQ(UCS_OK, ucs_mrlease_acquire(m_engine, p, len, &params, &l));
+    ASSERT_TRUE(ucs_mrlease_monitored_by(l) & UCS_BIT(UCS_MRLEASE_MONITOR_KMOD));
+
+    for (int round = 0; round < 3; ++round) {
+        ASSERT_EQ(0, syscall(SYS_munmap, p + round * m_page, m_page));
+        double t0 = kmod_now_s();
+        while ((calls < round + 1) && (kmod_now_s() - t0 < 10)) {
+            usleep(1000); /* no progress call of ours */
+        }
+        ASSERT_EQ(round + 1, calls.load())
+            << "the dispatcher thread was not woken by the kernel's event";
+        EXPECT_EQ((uintptr_t)p + round * m_page, got_start.load());
+        EXPECT_EQ((uintptr_t)p + (round + 1) * m_page, got_end.load());
+        printf("kmod: munmap to callback in the dispatcher thread: %.0f us\n",
+               (kmod_now_s() - t0) * 1e6);
+    }
+    ucs_mrlease_release(l);
+    munmap(p, len);
+}
+
+/* The kernel's counters, through the API and `mrlease-ctl PID counters`. */
+TEST_F(test_kmod, counters_in_mrlease_ctl)
+{
+    ucs_mrlease_engine_destroy(m_engine);
+    m_engine = nullptr;
+    ASSERT_EQ(UCS_OK, create("kmod,inject", {{"UCX_MRLEASE_CTL_SOCKET", "y"}}));
+    size_t len = 16 * m_page;
+    char *p    = (char*)map_anon(len);
+    char *q    = (char*)map_anon(len);
+    kmod_lease(p, len);
+    kmod_lease(q, len);
+    memset(p, 1, len);
+
+    ucs_mrlease_counters_t c = counters();
+    EXPECT_EQ(2u, c.kmod_ranges);
+    EXPECT_EQ(0u, c.kmod_unwatched);
+    EXPECT_EQ(0u, c.kmod_breaks);
+    ASSERT_EQ(0, mprotect(p, len, PROT_READ));
+    ASSERT_EQ(0, syscall(SYS_madvise, p, m_page, MADV_DONTNEED));
+    ucs_mrlease_progress(m_engine);
+    c = counters();
+    EXPECT_LE(1u, c.kmod_ignored) << "mprotect: told, and kept the lease";
+    EXPECT_EQ(1u, c.kmod_breaks);
+    EXPECT_EQ(0u, c.kmod_overflows);
+
+    run_result r = run({builddir_path("src/tools/mrlease-ctl"),
+                        std::to_string(getpid()), "counters"}, {}, 30);
+    ASSERT_EQ(0, r.status) << r.output;
+    for (auto line : {"kmod_ranges               2\n",
+                      "kmod_unwatched            0\n",
+                      "kmod_breaks               1\n",
+                      "kmod_overflows            0\n",
+                      "monitor.kmod              1\n"}) {
+        EXPECT_NE(std::string::npos, r.output.find(line)) << line << r.output;
+    }
+    EXPECT_NE(std::string::npos, r.output.find("kmod_ignored")) << r.output;
+    munmap(p, len);
+    munmap(q, len);
+}
+
 /* Figures for the README: munmap cost leased/unleased, change-to-visible. */
 TEST_F(test_kmod, munmap_cost)
 {
@@ -522,6 +439,52 @@ TEST_F(test_kmod, munmap_cost)
     printf("kmod: munmap of a populated 1 MiB range: unleased %.1f us, leased "
            "%.1f us (ratio %.2f); progress delivering it %.1f us\n",
            plain * 1e6 / reps, leased * 1e6 / reps, leased / plain,
+           visible * 1e6 / reps);
+}
+
+/* The same with the dispatcher thread on (the reader polls /dev/mrlease and
+ * is woken by each change, as under libuct_ib_lease): what the wake-up costs
+ * the changer, and the change-to-callback latency of the thread. */
+TEST_F(test_kmod, munmap_cost_with_dispatcher)
+{
+    static std::atomic<int> calls;
+    const size_t len = 256 * m_page; /* 1 MiB */
+    const int reps   = 200;
+    double plain = 0, leased = 0, visible = 0;
+    ucs_mrlease_params_t params = {};
+    ucs_mrlease_t *l;
+
+    params.cb = [](ucs_mrlease_t*, const ucs_mrlease_event_t*,
+                   void*) -> ucs_status_t {
+        ++calls;
+        return UCS_OK;
+    };
+    ASSERT_EQ(UCS_OK, ucs_mrlease_engine_start_dispatcher(m_engine));
+    for (int r = 0; r < reps; ++r) {
+        char *p = (char*)map_anon(len);
+        memset(p, 1, len);
+        double t0 = kmod_now_s();
+        munmap(p, len);
+        plain += kmod_now_s() - t0;
+
+        p = (char*)map_anon(len);
+        memset(p, 1, len);
+        ASSERT_EQ(UCS_OK, ucs_mrlease_acquire(m_engine, p, len, &params, &l));
+        calls = 0;
+        t0    = kmod_now_s();
+        munmap(p, len);
+        double t1 = kmod_now_s();
+        leased += t1 - t0;
+        while ((calls == 0) && (kmod_now_s() - t1 < 10)) {
+            /* spin: no progress call of ours */
+        }
+        ASSERT_EQ(1, calls.load()) << "round " << r;
+        visible += kmod_now_s() - t0;
+        ucs_mrlease_release(l);
+    }
+    printf("kmod: with the dispatcher thread: munmap of a populated 1 MiB range: "
+           "unleased %.1f us, leased %.1f us (ratio %.2f); munmap to callback "
+           "%.1f us\n", plain * 1e6 / reps, leased * 1e6 / reps, leased / plain,
            visible * 1e6 / reps);
 }
 
