@@ -15,6 +15,7 @@
 #   MRL_BENCH_SIZES   message sizes (default 8 64 512 4096 32768 262144 1048576 4194304)
 #   MRL_BENCH_CHURN   N values for the MPI runs, 0 = no change (default 0 100 10 1)
 #   MRL_BENCH_MIB     MiB per point (default 16)
+#   MRL_BENCH_PARTS   which parts to run (default "regcost engine perftest mpi")
 set -uo pipefail
 build=${1:?usage: bench_rdma.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: bench_rdma.sh BUILD_DIR OUT_DIR}
@@ -27,6 +28,8 @@ export MRL_BENCH_SIZES="$sizes" MRL_BENCH_MIB="$mib" MRL_BENCH_CHURN=${MRL_BENCH
 export UCX_IB_GID_INDEX=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 csv=$out/bench-rdma.csv
 stacks=(plain cacheoff mrlease)
+parts=" ${MRL_BENCH_PARTS:-regcost engine perftest mpi} "
+part() { [ "${parts#* $1 }" != "$parts" ]; }
 port=23000
 
 for f in "$lib" "$counter" "$build/bench/bench_mpi" "$build/bench/bench_regcost"; do
@@ -54,17 +57,23 @@ ops_for() { # SIZE -> operations for MRL_BENCH_MIB MiB, 20..1000
 
 # perftest STACK TEST SIZE ROUND: UCT rc_verbs zcopy, rxe1 -> rxe0; one CSV row
 perftest() {
-    local stack=$1 test=$2 size=$3 round=$4 n bw
+    local stack=$1 test=$2 size=$3 round=$4 n bw= try spid
     n=$(ops_for "$size")
-    port=$((port + 1))
-    env $(stack_env "$stack") ucx_perftest -d rxe0:1 -x rc_verbs -t "$test" -D zcopy \
-        -s "$size" -n "$n" -w 10 -p $port > /dev/null 2>&1 &
-    local spid=$!
-    sleep 0.5
-    bw=$(env $(stack_env "$stack") timeout 300 ucx_perftest 127.0.0.1 -d rxe1:1 -x rc_verbs \
-        -t "$test" -D zcopy -s "$size" -n "$n" -w 10 -p $port 2>/dev/null |
-        awk '/Final:/ {print $7}')
-    wait $spid
+    # under load the server may not listen yet: the client retries, and a
+    # server that never got its client is killed
+    for try in 1 2 3; do
+        port=$((port + 1))
+        env $(stack_env "$stack") timeout 300 ucx_perftest -d rxe0:1 -x rc_verbs -t "$test" \
+            -D zcopy -s "$size" -n "$n" -w 10 -p $port > /dev/null 2>&1 &
+        spid=$!
+        sleep $((try * 2))
+        bw=$(env $(stack_env "$stack") timeout 300 ucx_perftest 127.0.0.1 -d rxe1:1 \
+            -x rc_verbs -t "$test" -D zcopy -s "$size" -n "$n" -w 10 -p $port 2>/dev/null |
+            awk '/Final:/ {print $7}')
+        kill $spid 2> /dev/null
+        wait $spid 2> /dev/null
+        [ -n "$bw" ] && break
+    done
     # columns: kind,test,stack,round,n,size,ops,us_per_op,MB_per_s,cpu,regs,wrong,changes
     # (ucx_perftest's MB/s is MiB/s: converted)
     awk -v t="$test" -v s="$stack" -v r="$round" -v z="$size" -v n="$n" -v bw="${bw:-}" \
@@ -106,29 +115,34 @@ echo "# machine: $machine"
 echo "# $rounds rounds; sizes: $sizes; churn N: $MRL_BENCH_CHURN; $mib MiB per point"
 
 # 1. registration cost, measured directly
-echo "# machine,$machine" > "$out/bench-regcost-guest.csv"
-echo "== ibv_reg_mr / ibv_dereg_mr / restore in the guest (rxe) =="
-"$build/bench/bench_regcost" verbs "$out/bench-regcost-guest.csv" ||
-    echo "bench_rdma: bench_regcost verbs failed" >&2
+if part regcost; then
+    echo "# machine,$machine" > "$out/bench-regcost-guest.csv"
+    echo "== ibv_reg_mr / ibv_dereg_mr / restore in the guest (rxe) =="
+    "$build/bench/bench_regcost" verbs "$out/bench-regcost-guest.csv" ||
+        echo "bench_rdma: bench_regcost verbs failed" >&2
+fi
 
 # 2. the engine's latencies where only the guest has them: the kernel module
 #    (kmod), next to uffd and ucm on the guest's kernel
-echo "# machine,$machine" > "$out/bench-engine-guest.csv"
-echo "bench,variant,n,value,unit" >> "$out/bench-engine-guest.csv"
-if [ -e "$build/kernel/mrlease.ko" ] && { [ -e /dev/mrlease ] || insmod "$build/kernel/mrlease.ko"; }; then
-    guest_monitors="uffd ucm kmod"
-else
-    echo "bench_rdma: mrlease.ko NOT loaded ($build/kernel/mrlease.ko: make kmod): no kmod rows" >&2
-    guest_monitors="uffd ucm"
+if part engine; then
+    echo "# machine,$machine" > "$out/bench-engine-guest.csv"
+    echo "bench,variant,n,value,unit" >> "$out/bench-engine-guest.csv"
+    if [ -e "$build/kernel/mrlease.ko" ] && { [ -e /dev/mrlease ] || insmod "$build/kernel/mrlease.ko"; }; then
+        guest_monitors="uffd ucm kmod"
+    else
+        echo "bench_rdma: mrlease.ko NOT loaded ($build/kernel/mrlease.ko: make kmod): no kmod rows" >&2
+        guest_monitors="uffd ucm"
+    fi
+    for m in $guest_monitors; do
+        "$build/bench/bench_engine" "$out/bench-engine-guest.csv" "$m" 2>/dev/null ||
+            echo "bench_rdma: bench_engine $m failed" >&2
+    done
 fi
-for m in $guest_monitors; do
-    "$build/bench/bench_engine" "$out/bench-engine-guest.csv" "$m" 2>/dev/null ||
-        echo "bench_rdma: bench_engine $m failed" >&2
-done
 
 # 3. ucx_perftest, UCT rc_verbs zcopy: no churn possible (the perftest
 #    registers its buffers once, itself)
 for round in $(seq "$rounds"); do
+    part perftest || break
     echo "== ucx_perftest rc_verbs put_bw/get zcopy, round $round =="
     for size in $sizes; do
         for test in put_bw get; do
@@ -143,6 +157,7 @@ done
 
 # 4. MPI ping-pong, MPI_Put, MPI_Get with churn every N operations
 for round in $(seq "$rounds"); do
+    part mpi || break
     for stack in $(order "$round"); do
         echo "== MPI ($stack), round $round =="
         mpi "$stack" "$round"
