@@ -38,3 +38,43 @@ TEST_F(test_threads, mrlease_keeps_every_byte)
     EXPECT_GE(invalidated, 24) << r.output; /* 6 changes per thread, 4 threads */
     printf("%s", r.output.c_str());
 }
+
+/*
+ * A change reported before it happens (UCX's hooks; madvise's REMOVE; shmdt
+ * has no event after) while another thread of the rank keeps calling MPI:
+ * the changer is held 300 ms between the reports and the system call, and
+ * the other thread's catch-up must not re-bind the window to the pages about
+ * to go (it did before ib_lease_wait_hooked_changes: 3 MiB wrong in 3 rounds
+ * of shm and of dontneed).
+ */
+class test_threads_race : public test_threads,
+                          public ::testing::WithParamInterface<const char*> {
+protected:
+    run_result race(const std::string &runner)
+    {
+        return run(mpirun(1, builddir_path("test/mpi/mpi_win_race"), {"3", GetParam()},
+                          runner),
+                   mpi_env(), 300);
+    }
+};
+
+TEST_P(test_threads_race, plain_ucx_shows_the_failure)
+{
+    run_result r = race("/usr/bin/mpirun");
+    EXPECT_NE(0, r.status) << "plain UCX kept coherent: the test cannot see "
+                              "decoherence\n" << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_win_race: FAILED")) << r.output;
+}
+
+TEST_P(test_threads_race, mrlease_keeps_every_byte)
+{
+    run_result r = race(mrlease_runner());
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("held 3 times for 300 ms")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find(" 0 wrong bytes")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_win_race: ok")) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(change, test_threads_race,
+                         ::testing::Values("shm", "dontneed", "remap"));

@@ -1,0 +1,206 @@
+/*
+ * Windows waiting for their memory (see rkey_keeper.h): they are retried by
+ * the next UCP call of any thread once a retry is due. A retry is due at
+ * once when a window is marked, after an mmap through libc, and then on a
+ * back-off schedule that the timer thread keeps by raising the engine's
+ * pending word; in between, a catch-up stays one load.
+ */
+#define _GNU_SOURCE
+#include "rkey_keeper_int.h"
+
+#include <ucs/sys/math.h>
+
+#include <signal.h>
+#include <time.h>
+
+/*
+ * Memory mapped (through libc: UCM's VM_MAPPED, after the call) while a
+ * window waits for its memory may be that memory back: the next UCP call of
+ * any thread re-binds at once, whatever the back-off says, so the message
+ * that call sends finds the key bound. A raw mmap is found on the back-off's
+ * schedule. In the mapping thread, maybe inside malloc: no lock.
+ */
+void ib_lease_vm_mapped(ucm_event_type_t type, ucm_event_t *event, void *arg)
+{
+    ucs_mrlease_engine_t *engine;
+
+    if (!__atomic_load_n(&ib_lease_keeper_unbacked, __ATOMIC_ACQUIRE)) {
+        return;
+    }
+    engine = __atomic_load_n(&ib_lease_keeper.engine, __ATOMIC_ACQUIRE);
+    if (engine != NULL) {
+        __atomic_store_n(&ib_lease_keeper.mapped, 1, __ATOMIC_RELEASE);
+        ucs_mrlease_engine_hold_pending(engine, 1);
+    }
+}
+
+/* --- the retry timer (lock held) ------------------------------------------ */
+
+void ib_lease_hold(int hold)
+{
+    if (ib_lease_keeper.held != hold) {
+        ib_lease_keeper.held = hold;
+        ucs_mrlease_engine_hold_pending(ib_lease_keeper.engine, hold);
+    }
+}
+
+static void *ib_lease_timer_thread(void *arg)
+{
+    struct timespec ts;
+    double due;
+
+    pthread_mutex_lock(&ib_lease_keeper.lock);
+    while (ib_lease_keeper.timer_state == IB_LEASE_TIMER_RUNNING) {
+        if (ib_lease_keeper.held || ucs_list_is_empty(&ib_lease_keeper.unbacked)) {
+            pthread_cond_wait(&ib_lease_keeper.timer_cond, &ib_lease_keeper.lock);
+            continue;
+        }
+        due = ib_lease_keeper.due;
+        if (ib_lease_now() >= due) {
+            ib_lease_hold(1); /* the next UCP call of any thread retries */
+            continue;
+        }
+        ts.tv_sec  = (time_t)due;
+        ts.tv_nsec = (long)((due - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&ib_lease_keeper.timer_cond, &ib_lease_keeper.lock, &ts);
+    }
+    pthread_mutex_unlock(&ib_lease_keeper.lock);
+    return NULL;
+}
+
+void ib_lease_timer_start(void)
+{
+    pthread_condattr_t attr;
+    sigset_t all, old;
+    int ret;
+
+    if (((ib_lease_keeper.timer_state == IB_LEASE_TIMER_RUNNING) &&
+         (ib_lease_keeper.timer_pid == getpid())) ||
+        (ib_lease_keeper.timer_state == IB_LEASE_TIMER_FAILED)) {
+        return;
+    }
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&ib_lease_keeper.timer_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    ib_lease_keeper.timer_state = IB_LEASE_TIMER_RUNNING;
+    ib_lease_keeper.timer_pid   = getpid();
+    /* never a target of the application's signals */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    ret = pthread_create(&ib_lease_keeper.timer, NULL, ib_lease_timer_thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ret != 0) {
+        ib_lease_keeper.timer_state = IB_LEASE_TIMER_FAILED;
+        ucs_warn("mrlease: no re-bind timer thread: while a window waits for its "
+                 "memory, every UCP call checks for it");
+    }
+}
+
+/*
+ * The pending word is held when a re-bind attempt is due, set and cleared
+ * here under the keeper lock only: a window the dispatcher thread unbinds is
+ * retried by the next UCP call of any thread, and no catch-up that read the
+ * list empty a moment ago can drop a hold taken since.
+ */
+void ib_lease_mark_unbacked(ib_lease_kept_mr_t *k)
+{
+    if (k->unbacked_list.next == NULL) {
+        k->unbacked_since = ib_lease_now();
+        k->next_retry     = 0;
+        k->retry_interval = IB_LEASE_RETRY_FIRST_SEC;
+        ucs_list_add_tail(&ib_lease_keeper.unbacked, &k->unbacked_list);
+        __atomic_store_n(&ib_lease_keeper_unbacked, 1, __ATOMIC_RELEASE);
+        ib_lease_timer_start();
+        ib_lease_hold(1);
+    }
+}
+
+void ib_lease_unmark_unbacked(ib_lease_kept_mr_t *k)
+{
+    if (k->unbacked_list.next != NULL) {
+        ucs_list_del(&k->unbacked_list);
+        k->unbacked_list.next = NULL;
+        if (ucs_list_is_empty(&ib_lease_keeper.unbacked)) {
+            __atomic_store_n(&ib_lease_keeper_unbacked, 0, __ATOMIC_RELEASE);
+            ib_lease_hold(0);
+        }
+    }
+}
+
+/*
+ * A change reported by UCX's hooks is still under way when another thread
+ * catches up: the changer is between the hooks and the system call (or
+ * inside it: madvise's REMOVE event is read before the pages are zapped,
+ * shmdt has no event after). Re-binding then would pin the pages about to go,
+ * for good. UCM runs every hooked call, hooks and system call together, under
+ * its event lock taken shared; taking it exclusively, as (un)setting an
+ * external event does, waits until every such call has returned. Called with
+ * no lock held: the changer may need the keeper's or the engine's on its way
+ * out (its madvise waits for the uffd reader, which dispatches).
+ */
+static void ib_lease_wait_hooked_changes(void)
+{
+    unsigned seen = __atomic_load_n(&ib_lease_keeper.hooked_changes, __ATOMIC_ACQUIRE);
+
+    if (seen == __atomic_load_n(&ib_lease_keeper.hooked_changes_waited, __ATOMIC_RELAXED)) {
+        return;
+    }
+    ucm_unset_external_event(0); /* changes nothing; waits out the hooked calls */
+    __atomic_store_n(&ib_lease_keeper.hooked_changes_waited, seen, __ATOMIC_RELEASE);
+}
+
+void ib_lease_keeper_retry(void)
+{
+    ib_lease_kept_mr_t *k, *tmp;
+    double now, due = 0;
+    int mapped;
+
+    ib_lease_wait_hooked_changes();
+    mapped = __atomic_exchange_n(&ib_lease_keeper.mapped, 0, __ATOMIC_ACQ_REL);
+    now    = ib_lease_now();
+    pthread_mutex_lock(&ib_lease_keeper.lock);
+    if (mapped) {
+        ib_lease_keeper.held = 1; /* ib_lease_vm_mapped raised the word: ours to clear */
+    }
+    ucs_list_for_each_safe(k, tmp, &ib_lease_keeper.unbacked, unbacked_list) {
+        if (mapped || (now >= k->next_retry)) {
+            if (ib_lease_rebind(k) == UCS_OK) {
+                ib_lease_unmark_unbacked(k);
+                if (k->lease_waits) {
+                    k->lease_waits = 0;
+                    ucs_mrlease_restored(k->lease, UCS_OK);
+                }
+                continue;
+            }
+            k->next_retry     = now + k->retry_interval;
+            k->retry_interval = ucs_min(k->retry_interval * 2,
+                                        IB_LEASE_RETRY_MAX_SEC);
+        }
+        if (!k->reported &&
+            (now - k->unbacked_since > IB_LEASE_LOST_SEC)) {
+            k->reported = 1;
+            ++ib_lease_keeper.counters.lost;
+            ucs_warn("mrlease: memory %p..%p registered with remote key 0x%x has "
+                     "not been mapped again for %.0f s: peers using that key get "
+                     "remote access errors until it is", k->addr,
+                     UCS_PTR_BYTE_OFFSET(k->addr, k->length), k->rkey,
+                     IB_LEASE_LOST_SEC);
+        }
+        if ((due == 0) || (k->next_retry < due)) {
+            due = k->next_retry;
+        }
+    }
+    if (!ucs_list_is_empty(&ib_lease_keeper.unbacked) &&
+        (ib_lease_keeper.timer_state != IB_LEASE_TIMER_FAILED)) {
+        /* nothing due before `due`: calls stay one load until the timer
+         * raises the word again */
+        ib_lease_keeper.due = due;
+        ib_lease_hold(0);
+        pthread_cond_signal(&ib_lease_keeper.timer_cond);
+    } else if (ucs_list_is_empty(&ib_lease_keeper.unbacked)) {
+        ib_lease_hold(0);
+    }
+    pthread_mutex_unlock(&ib_lease_keeper.lock);
+}
+
