@@ -10,6 +10,7 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -243,4 +244,83 @@ TEST_F(test_coverage, disk_file_mapping_not_covered)
     ucs_mrlease_t *l = lease(p, len);
     EXPECT_TRUE(ucs_mrlease_uncovered(l) & UCS_MRLEASE_UNCOVERED_RANGE);
     EXPECT_FALSE(ucs_mrlease_uncovered(l) & UCS_MRLEASE_UNCOVERED_FILE_OPEN);
+}
+
+/* At least `want` free 2 MiB huge pages while it lives: as root it raises
+ * vm.nr_hugepages and puts it back after; otherwise it takes what is there. */
+class huge_pages {
+public:
+    explicit huge_pages(long want) : m_saved(-1)
+    {
+        long total = read_long("/proc/sys/vm/nr_hugepages");
+        if ((free_pages() < want) && (total >= 0) && is_root()) {
+            m_saved = total;
+            write_long("/proc/sys/vm/nr_hugepages", total + want);
+        }
+        m_ok = free_pages() >= want;
+    }
+    ~huge_pages()
+    {
+        if (m_saved >= 0) {
+            write_long("/proc/sys/vm/nr_hugepages", m_saved);
+        }
+    }
+    bool ok() const { return m_ok; }
+private:
+    static long free_pages()
+    {
+        return read_long("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+    }
+    static long read_long(const char *path)
+    {
+        FILE *f = fopen(path, "r");
+        long v  = -1;
+        if (f != NULL) {
+            v = (fscanf(f, "%ld", &v) == 1) ? v : -1;
+            fclose(f);
+        }
+        return v;
+    }
+    static void write_long(const char *path, long v)
+    {
+        FILE *f = fopen(path, "w");
+        if (f != NULL) {
+            fprintf(f, "%ld\n", v);
+            fclose(f);
+        }
+    }
+    long m_saved;
+    bool m_ok;
+};
+
+/*
+ * MAP_HUGETLB anonymous memory shows a hugetlbfs inode, but nobody else can
+ * truncate it: it is anonymous (it was classified a file, left to UCM alone
+ * and counted as covered). userfaultfd arms it where the kernel has
+ * write-protect for hugetlbfs, and then a raw munmap is seen.
+ */
+TEST_F(test_coverage, hugetlb_anon_covered_and_raw_munmap_seen)
+{
+    const size_t len = 2ul << 20;
+    huge_pages hp(2);
+    if (!hp.ok()) {
+        GTEST_SKIP() << "SKIPPED LOUDLY: no free 2 MiB huge pages (as root this "
+                        "test raises vm.nr_hugepages itself)";
+    }
+    ASSERT_EQ(UCS_OK, create(all_monitors));
+    char *p = (char*)mmap(NULL, len, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+    ASSERT_NE(MAP_FAILED, (void*)p) << strerror(errno);
+    memset(p, 0x22, len);
+    ucs_mrlease_t *l = lease(p, len);
+    ASSERT_NE(nullptr, l);
+    EXPECT_EQ(0u, ucs_mrlease_uncovered(l)) << "hugetlb anonymous memory not covered";
+    EXPECT_TRUE(ucs_mrlease_cacheable(l));
+    EXPECT_EQ(0u, counters().leases_unmonitored);
+
+    ASSERT_EQ(0, syscall(SYS_munmap, p, len));
+    ASSERT_GE(progress_until(1), 1u) << "raw munmap of hugetlb memory unseen";
+    auto ev = events_of(l);
+    ASSERT_FALSE(ev.empty());
+    EXPECT_TRUE(ev[0].ev.kinds & UCS_MRLEASE_EV_UNMAP);
 }
