@@ -98,7 +98,9 @@ TEST_P(test_mpich_p2p, mrlease_keeps_every_byte)
     printf("%s", r.output.c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(change, test_mpich_p2p, ::testing::Values("remap", "mremap"));
+/* (mremap and dontneed take the same path through mrlease as under Open MPI,
+ * where test_rdma_coherence covers them: CI time goes to MPICH's own paths) */
+INSTANTIATE_TEST_SUITE_P(change, test_mpich_p2p, ::testing::Values("remap"));
 
 /* another process truncates each rank's buffer file and regrows it */
 TEST_F(test_mpich, file_regrown_plain_mpich_shows_the_failure)
