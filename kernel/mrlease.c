@@ -177,6 +177,10 @@ static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 		spin_unlock(&ctx->ev_lock);
 		return true;
 	}
+	if (kind == MRLEASE_EV_CLEAR && IS_ALIGNED(range->start, PMD_SIZE) &&
+	    range->end - range->start == PMD_SIZE)
+		WRITE_ONCE(ctx->status->pmd_clears,
+			   ctx->status->pmd_clears + 1);
 	start = max(range->start, slot->start);
 	end = min(range->end, slot->end);
 	st = mrl_slot_status(ctx, slot->id);

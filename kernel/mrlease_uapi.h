@@ -10,6 +10,10 @@
  * writes them from its MMU notifier, before the pages change. Events are
  * read() from the fd (struct mrlease_event each) and polled (POLLIN).
  *
+ * pmd_clears counts the breaking CLEARs that cover exactly one aligned PMD:
+ * a vma split nearby (__split_huge_pmd: the pages stay) or a whole huge page
+ * dropped; the first are the spurious breaks the notifier cannot tell apart.
+ *
  * Errors: ENOSPC (max_ranges slots in use), EINVAL (bad range, no setup,
  * setup twice), ENOENT (no such slot), EPROTO (ABI version), EIO (the
  * context belongs to another mm: the fd was inherited across fork or exec,
@@ -70,7 +74,8 @@ struct mrlease_status_hdr {
 	__u64 overflows;	/* events folded into an overflow */
 	__u32 max_ranges;
 	__u32 abi;
-	__u64 reserved[3];
+	__u64 pmd_clears;	/* breaking CLEARs of one aligned PMD (2 MiB) */
+	__u64 reserved[2];
 };
 
 struct mrlease_slot_status {

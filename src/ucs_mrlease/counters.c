@@ -57,6 +57,7 @@ void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
     MRL_PRINT(kmod_breaks);
     MRL_PRINT(kmod_ignored);
     MRL_PRINT(kmod_overflows);
+    MRL_PRINT(kmod_pmd_clears);
 #undef MRL_PRINT
     fprintf(stream, "%-25s %.1f\n", "held_us_avg",
             c->held_count ? (double)c->held_ns_total / c->held_count / 1e3 : 0.0);

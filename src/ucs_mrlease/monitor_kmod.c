@@ -294,6 +294,8 @@ static void kmod_counters(ucs_mrlease_monitor_t *super,
         c->kmod_breaks    = __atomic_load_n(&hdr->events, __ATOMIC_RELAXED);
         c->kmod_ignored   = __atomic_load_n(&hdr->ignored, __ATOMIC_RELAXED);
         c->kmod_overflows = __atomic_load_n(&hdr->overflows, __ATOMIC_RELAXED);
+        c->kmod_pmd_clears = __atomic_load_n(&hdr->pmd_clears,
+                                             __ATOMIC_RELAXED);
     }
 }
 

@@ -172,6 +172,8 @@ typedef struct ucs_mrlease_counters {
     uint64_t kmod_breaks;        /**< page changes the kernel told, before them */
     uint64_t kmod_ignored;       /**< changes that replaced no page (mprotect...) */
     uint64_t kmod_overflows;     /**< times its event queue folded to all ranges */
+    uint64_t kmod_pmd_clears;    /**< breaks by a CLEAR of one aligned 2 MiB: most
+                                      often a vma split nearby, pages kept */
 } ucs_mrlease_counters_t;
 
 /**

@@ -401,6 +401,7 @@ TEST_F(test_kmod, counters_in_mrlease_ctl)
                       "kmod_unwatched            0\n",
                       "kmod_breaks               1\n",
                       "kmod_overflows            0\n",
+                      "kmod_pmd_clears           0\n",
                       "monitor.kmod              1\n"}) {
         EXPECT_NE(std::string::npos, r.output.find(line)) << line << r.output;
     }
