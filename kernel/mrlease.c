@@ -13,7 +13,8 @@
  * the change returns to its caller the owner's next load sees it.
  *
  * Locking, outermost first:
- *   ctx->lock (mutex)      setup, register, unregister, release
+ *   ctx->lock (mutex)      setup, register, unregister, release; a reader
+ *                          waiting for an invalidation to end
  *   ctx->read_lock (mutex) one reader at a time: peek, copy out, commit
  *   mmap_lock              taken by mmu_interval_notifier_insert() and by
  *                          copy_to_user() faults; held by the changers
@@ -100,6 +101,7 @@ struct mrl_ctx {
 	struct page *pending_page;
 	u32 *pending_word;
 	u32 pending_bits;
+	u32 last_slot;			/* the slot last told of a break */
 };
 
 static struct kmem_cache *mrl_slot_cache;
@@ -188,6 +190,7 @@ static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 	WRITE_ONCE(st->generation, gen);
 	WRITE_ONCE(st->pending, 1);
 	mrl_queue_event(ctx, slot, start, end, kind, gen);
+	ctx->last_slot = slot->id;
 	WRITE_ONCE(ctx->status->events, ctx->status->events + 1);
 	WRITE_ONCE(ctx->status->queued, 1);
 	/* Order the status words before the owner's pending word. */
@@ -543,6 +546,29 @@ static void mrl_commit(struct mrl_ctx *ctx, u64 overflow_seq, u32 queued)
 	spin_unlock(&ctx->ev_lock);
 }
 
+/*
+ * The events are told before the pages change: wait until the invalidation
+ * that raised the last of them has ended, so that whoever acts on them (a
+ * thread of the owner's re-registering the range) finds the change made,
+ * never the pages about to go. Every interval of an invalidation shares its
+ * sequence, so waiting on one slot waits for all of them. The changer never
+ * waits for us: no deadlock.
+ */
+static void mrl_wait_changed(struct mrl_ctx *ctx)
+{
+	struct mrl_slot *slot;
+	u32 id;
+
+	mutex_lock(&ctx->lock);
+	spin_lock(&ctx->ev_lock);
+	id = ctx->last_slot;
+	spin_unlock(&ctx->ev_lock);
+	slot = xa_load(&ctx->slots, id);
+	if (slot)
+		mmu_interval_read_begin(&slot->mni);
+	mutex_unlock(&ctx->lock);
+}
+
 static ssize_t mrl_read(struct file *file, char __user *buf, size_t len,
 			loff_t *off)
 {
@@ -566,6 +592,7 @@ static ssize_t mrl_read(struct file *file, char __user *buf, size_t len,
 			return ret;
 	}
 
+	mrl_wait_changed(ctx);
 	mutex_lock(&ctx->read_lock);
 	while (done < max) {
 		n = mrl_peek(ctx, evs, min_t(size_t, max - done, MRL_READ_BATCH),

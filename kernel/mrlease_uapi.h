@@ -8,7 +8,9 @@
  * returns a slot. The status area (mmap, read-only, offset 0) holds a
  * header and one pending word and one generation word per slot; the kernel
  * writes them from its MMU notifier, before the pages change. Events are
- * read() from the fd (struct mrlease_event each) and polled (POLLIN).
+ * read() from the fd (struct mrlease_event each) and polled (POLLIN);
+ * read() returns once the invalidation that raised them has ended, so that
+ * a reader acting on them finds the change made.
  *
  * pmd_clears counts the breaking CLEARs that cover exactly one aligned PMD:
  * a vma split nearby (__split_huge_pmd: the pages stay) or a whole huge page
