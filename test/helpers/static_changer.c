@@ -2,8 +2,8 @@
  * A statically linked program with the lease engine inside. Linking libucm.a
  * statically overrides libc's munmap, malloc and free at link time, so UCX's
  * hooks see what goes through libc here too; a raw syscall is seen only by
- * the kernel (uffd), static or not. Prints, per case, who reported it:
- *   "<case> seen_by uffd=N ucm=N kinds=0x..."
+ * the kernel (uffd, kmod), static or not. Prints, per case, who reported it:
+ *   "<case> seen_by uffd=N ucm=N kinds=0x... kmod=N"
  */
 #include <ucs_mrlease/mrlease.h>
 
@@ -51,9 +51,10 @@ static void run_case(ucs_mrlease_engine_t *engine, const char *name, void *p,
         ucs_mrlease_progress(engine);
         usleep(1000);
     }
-    printf("%s seen_by uffd=%d ucm=%d kinds=0x%x\n", name,
+    printf("%s seen_by uffd=%d ucm=%d kinds=0x%x kmod=%d\n", name,
            !!(seen_monitors & (1u << UCS_MRLEASE_MONITOR_UFFD)),
-           !!(seen_monitors & (1u << UCS_MRLEASE_MONITOR_UCM)), seen_kinds);
+           !!(seen_monitors & (1u << UCS_MRLEASE_MONITOR_UCM)), seen_kinds,
+           !!(seen_monitors & (1u << UCS_MRLEASE_MONITOR_KMOD)));
     ucs_mrlease_release(lease);
 }
 

@@ -100,6 +100,7 @@ int main(int argc, char **argv)
     const char *side = (argc > 3) ? argv[3] : "both";
     int send_side = !strcmp(side, "send") || !strcmp(side, "both");
     int recv_side = !strcmp(side, "recv") || !strcmp(side, "both");
+    int one_file  = 0;
     long bad = 0, bad_iters = 0, it_bad;
     unsigned char *buf;
     double t0;
@@ -115,6 +116,7 @@ int main(int argc, char **argv)
 
         file_len = LEN;
         if (shared && atoi(shared)) {
+            one_file = 1;
             MPI_Comm_size(MPI_COMM_WORLD, &nranks);
             snprintf(file_path, sizeof(file_path), "%s", argv[4]);
             file_len = (size_t)LEN * nranks;
@@ -145,6 +147,17 @@ int main(int argc, char **argv)
 
     for (it = 0; it < iters; ++it) {
         int changing = (it % 2) == 1;
+        if (changing && one_file) {
+            /* One file: a change by rank 1 changes rank 0's buffer too, so
+             * it must come before rank 0 writes hers (else it would destroy
+             * the bytes to send, and the right answer would be zeros). */
+            if (((rank == 0) && send_side) || ((rank == 1) && recv_side)) {
+                change(buf, mode);
+                ++changes;
+            }
+            MPI_Barrier(MPI_COMM_WORLD);
+            changing = 0;
+        }
         if (rank == 0) {
             if (changing && send_side) {
                 change(buf, mode);

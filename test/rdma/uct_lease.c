@@ -16,6 +16,9 @@
  *               seen it (its window unbound), then mapped again behind libc's
  *               back (no event at all); after the next registration lookup a
  *               put with the old key must land in the new pages
+ *     nolookup  target's pages replaced (raw mremap of new pages over it),
+ *               then no call into UCX at all before a put with the old key:
+ *               only the engine's own threads can have re-bound the window
  *     gone      target unmapped for good: a put with the old key must fail
  *               with an error, a put to other memory on another endpoint must
  *               still work, and registering the gone range must fail
@@ -443,6 +446,33 @@ static void scenario_rebind(conn_t *c)
            "thread) and mapped again with no event; %ld wrong bytes\n", wrong);
 }
 
+/* Nothing of ours calls UCX between the change and the put: UCT's calls
+ * are not interposed, so the window must have been re-bound by the engine's
+ * dispatcher thread, woken by whichever monitor saw the change. */
+static void scenario_nolookup(conn_t *c)
+{
+    unsigned char *t = map(), *s = map(), *n;
+    reg_t rt, rs;
+    ucs_status_t st;
+    int it;
+
+    CHECK(reg(&a, t, LEN, &rt, 1) == UCS_OK, "reg target");
+    CHECK(reg(&b, s, LEN, &rs, 0) == UCS_OK, "reg source");
+    for (it = 0; it < 4; ++it) {
+        n = map();
+        CHECK(syscall(SYS_mremap, n, LEN, LEN, MREMAP_MAYMOVE | MREMAP_FIXED, t) ==
+              (long)t, "mremap over the target failed");
+        fill(s, it);
+        usleep(1000000); /* no call of ours */
+        st = rdma(c->ep_b, 1, s, rs.memh, (uintptr_t)t, rt.rkey.rkey, LEN, 1);
+        CHECK(st == UCS_OK, "nolookup: round %d: put with the old key: %s", it,
+              ucs_status_string(st));
+        wrong += count_wrong(t, it);
+    }
+    printf("uct_lease: nolookup: 4 rounds, target's pages replaced and no call "
+           "into UCX before the put; %ld wrong bytes\n", wrong);
+}
+
 static void scenario_gone(conn_t *c)
 {
     unsigned char *t = map(), *u = map(), *s = map();
@@ -506,6 +536,8 @@ int main(int argc, char **argv)
         scenario_inflight(&c);
     } else if (!strcmp(scenario, "rebind")) {
         scenario_rebind(&c);
+    } else if (!strcmp(scenario, "nolookup")) {
+        scenario_nolookup(&c);
     } else if (!strcmp(scenario, "gone")) {
         scenario_gone(&c);
     } else {

@@ -1,0 +1,218 @@
+/*
+ * The coherence suite over rxe with mrlease.ko as the ONLY monitor
+ * (UCX_MRLEASE_MONITORS=kmod): every MPI job of test_rdma's coherence
+ * tests (raw-syscall remaps, one-sided windows, a buffer file truncated and
+ * regrown by another program) and the cases no user-space monitor covers
+ * (a /dev/shm file the application keeps open; one file mapped by two and
+ * by four ranks and regrown by another program), which with kmod are
+ * cached and still correct; then UCT programs that never call UCP, whose
+ * windows the engine's dispatcher thread must re-bind when the kernel
+ * raises an event.
+ *
+ * Plain UCX on the very same jobs, showing the failure mrlease prevents:
+ * test_rdma_coherence.plain_ucx_shows_the_failure, test_rdma_window.*,
+ * test_rdma.file_regrown_plain_ucx_shows_the_failure, test_uncached.*
+ * and test_rdma_uct.plain_ucx_shows_the_failure (plain UCX runs no
+ * monitor, so those are the plain runs of these jobs).
+ */
+#include "rdma_test.h"
+#include "kmod_test.h"
+
+using namespace mrl;
+
+namespace {
+
+struct kmod_job {
+    const char  *name;
+    const char  *app;        /* test/mpi/... */
+    int         per_device;  /* ranks on each rxe device */
+    const char  *mode;
+    const char  *side;       /* mpi_remap: whose buffer changes */
+    const char  *file;       /* FILE_PREFIX, or nullptr: anonymous buffers */
+    const char  *env;        /* MRL_KEEP_FD or MRL_SHARED_FILE, or nullptr */
+    long        min_restored; /* IB registrations invalidated and restored */
+};
+
+const kmod_job jobs[] = {
+    {"remap", "mpi_remap", 1, "remap", "both", nullptr, nullptr, 8},
+    {"dontneed", "mpi_remap", 1, "dontneed", "both", nullptr, nullptr, 8},
+    {"file_regrown", "mpi_remap", 1, "regrow", "both", "/dev/shm/mrl-kmod-regrow",
+     nullptr, 6},
+    {"file_fd_kept_open", "mpi_remap", 1, "regrow", "both",
+     "/dev/shm/mrl-kmod-kept", "MRL_KEEP_FD", 6},
+    {"one_file_two_ranks", "mpi_remap", 1, "regrow", "recv",
+     "/dev/shm/mrl-kmod-shared2", "MRL_SHARED_FILE", 3},
+    {"one_file_four_ranks", "mpi_remap", 2, "regrow", "recv",
+     "/dev/shm/mrl-kmod-shared4", "MRL_SHARED_FILE", 3},
+    {"window_remap", "mpi_win_remap", 1, "remap", nullptr, nullptr, nullptr, 0},
+    {"window_dontneed", "mpi_win_remap", 1, "dontneed", nullptr, nullptr, nullptr, 0}
+};
+
+void PrintTo(const kmod_job &j, std::ostream *os)
+{
+    *os << j.name;
+}
+
+/* "(kmod K, uffd U, ucm C, flease F)" of each rank's summary, summed */
+void monitor_counts(const std::string &out, long *kmod, long *others)
+{
+    static const char what[] = "decoherence events (kmod ";
+    size_t pos = 0;
+    long k, u, c, f;
+
+    *kmod = *others = 0;
+    while ((pos = out.find(what, pos)) != std::string::npos) {
+        pos += strlen(what);
+        if (sscanf(out.c_str() + pos, "%ld, uffd %ld, ucm %ld, flease %ld", &k, &u,
+                   &c, &f) == 4) {
+            *kmod   += k;
+            *others += u + c + f;
+        }
+    }
+}
+
+} // namespace
+
+class test_kmod_mpi : public rdma_fixture,
+                      public ::testing::WithParamInterface<kmod_job> {
+protected:
+    static void TearDownTestSuite()
+    {
+        kmod_unload(); /* later tests run as users do, without the module */
+    }
+
+    void SetUp() override
+    {
+        rdma_fixture::SetUp();
+        ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";
+        ASSERT_TRUE(kmod_load());
+    }
+
+    run_result job()
+    {
+        const kmod_job &j = GetParam();
+        auto env          = mpi_env();
+        std::vector<std::string> args = {"8", j.mode};
+        std::vector<std::string> pass = {"UCX_MRLEASE_MONITORS"};
+
+        env["UCX_MRLEASE_MONITORS"] = "kmod";
+        if (j.side != nullptr) {
+            args = {j.file ? "6" : "8", j.mode, j.side};
+        }
+        if (j.file != nullptr) {
+            args.push_back(j.file);
+            pass.push_back("MRL_FILE_CHANGER");
+        }
+        if (j.env != nullptr) {
+            env[j.env] = "1";
+            pass.push_back(j.env);
+        }
+        return run(mpirun(j.per_device, builddir_path(std::string("test/mpi/") + j.app),
+                          args, mrlease_runner(), pass),
+                   env, 300);
+    }
+};
+
+TEST_P(test_kmod_mpi, keeps_every_byte)
+{
+    const kmod_job &j = GetParam();
+    run_result r      = job();
+
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find(std::string(j.app) + ": ok")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find(" 0 wrong bytes")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("mrlease: kmod: " MRLEASE_DEVICE))
+        << "the ranks ran without the kernel monitor\n" << r.output;
+
+    /* every event came from the kernel monitor, the only one running */
+    long kmod, others;
+    monitor_counts(r.output, &kmod, &others);
+    EXPECT_GT(kmod, 0) << r.output;
+    EXPECT_EQ(0, others) << r.output;
+
+    if (j.min_restored > 0) {
+        long invalidated, restored;
+        restored_counts(r.output, &invalidated, &restored);
+        EXPECT_GE(invalidated, j.min_restored) << r.output;
+        EXPECT_EQ(invalidated, restored) << r.output;
+    } else {
+        /* 4 changes of the target's window, each re-bound before the next epoch */
+        size_t pos = r.output.find(" windows re-bound");
+        ASSERT_NE(std::string::npos, pos) << r.output;
+        long rebound = 0;
+        while (pos != std::string::npos) {
+            rebound += std::stol(r.output.substr(r.output.rfind(", ", pos) + 2));
+            pos = r.output.find(" windows re-bound", pos + 1);
+        }
+        EXPECT_GE(rebound, 4) << r.output;
+    }
+
+    /* kmod vouches for the file cases too: cached, nothing left uncovered */
+    EXPECT_EQ(std::string::npos, r.output.find("registrations NOT cached")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("are not cached")) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(job, test_kmod_mpi, ::testing::ValuesIn(jobs),
+                         [](const ::testing::TestParamInfo<kmod_job> &i) {
+                             return std::string(i.param.name);
+                         });
+
+/*
+ * UCT programs never call UCP, so nothing of theirs runs progress: the
+ * engine's dispatcher thread must handle a kernel event by itself and
+ * re-bind the window under the peer's old key before the peer uses it.
+ */
+class test_kmod_uct : public rdma_fixture,
+                      public ::testing::WithParamInterface<std::string> {
+protected:
+    static void TearDownTestSuite()
+    {
+        kmod_unload();
+    }
+
+    void SetUp() override
+    {
+        rdma_fixture::SetUp();
+        ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";
+        ASSERT_TRUE(kmod_load());
+    }
+};
+
+TEST_P(test_kmod_uct, keeps_every_byte)
+{
+    std::map<std::string, std::string> env = {
+        {"UCX_IB_GID_INDEX", "0"},
+        {"LD_PRELOAD", builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so")},
+        {"UCX_IB_LEASE_ENABLE", "y"},
+        {"UCX_MRLEASE_MONITORS", "kmod"}};
+    run_result r = run({builddir_path("test/rdma/uct_lease"), GetParam()}, env, 180);
+
+    EXPECT_EQ(0, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("uct_lease: ok")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find(" 0 wrong ")) << r.output;
+    long kmod, others;
+    monitor_counts(r.output, &kmod, &others);
+    EXPECT_GT(kmod, 0) << r.output;
+    EXPECT_EQ(0, others) << r.output;
+    printf("%s", r.output.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(scenario, test_kmod_uct,
+                         ::testing::Values("put", "atomic", "nolookup"),
+                         [](const ::testing::TestParamInfo<std::string> &i) {
+                             return i.param;
+                         });
+
+/* nolookup on plain UCX: the put with the old key lands in the old pages */
+class test_kmod_uct_plain : public rdma_fixture {
+};
+
+TEST_F(test_kmod_uct_plain, nolookup_shows_the_failure)
+{
+    run_result r = run({builddir_path("test/rdma/uct_lease"), "nolookup"},
+                       {{"UCX_IB_GID_INDEX", "0"}}, 180);
+    EXPECT_EQ(1, r.status) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("uct_lease: FAILED")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("mrlease[")) << r.output;
+}
