@@ -5,6 +5,7 @@ Idle progress, munmap of a leased 1 MiB range, dispatch at 10^3..10^5 leases,
 change-to-visible and event-to-restored latency per monitor (p50/p99), and
 engine bytes per lease against the 128 B goal. docs/benchmarks.md."""
 import csv
+import re
 import sys
 
 import matplotlib
@@ -15,7 +16,7 @@ rows, machine = [], ""
 with open(sys.argv[1]) as f:
     for line in f:
         if line.startswith("# machine"):
-            machine = line.strip()[len("# machine,"):].replace(",", ", ")
+            machine = re.sub(r",\s*", ", ", line.strip()[len("# machine,"):])
         elif not line.startswith("bench,"):
             rows.append(next(csv.reader([line])))
 

@@ -13,6 +13,7 @@ docs/benchmarks.md says what each figure means."""
 import csv
 import math
 import os
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -45,7 +46,7 @@ def read_rows(path):
     with open(path) as f:
         for line in f:
             if line.startswith("# machine,"):
-                machine = line.strip()[len("# machine,"):].replace(",", ", ")
+                machine = re.sub(r",\s*", ", ", line.strip()[len("# machine,"):])
             elif line.startswith("# peak_registered,"):
                 peaks.append(line.strip()[2:].split(","))
             elif line.startswith("#") or line.startswith("kind,") or not line.strip():
