@@ -44,14 +44,17 @@ TEST(two_hosts, mpi_jobs_with_and_without_mrlease)
     printf("%s", r.output.c_str());
 }
 
-/* Known bug, found at the end of this round: mpi_verify under mrlease across
- * the two guests crashes in librxe inside uct_iface_open (MPI_Win_create's
- * new worker) on one or both nodes, at MTU 1500 and 9000 alike, in every
- * clean-clone run of the day; the same job passes on one guest
- * (test_rdma.mrlease_on_without_churn). Skipped loudly until it is fixed. */
+/* Known bug: mpi_verify under mrlease across the two guests crashed in librxe
+ * inside uct_iface_open (MPI_Win_create's new worker posting receives to a
+ * fresh UD QP whose receive queue mapping was gone: SIGSEGV at queue+0x80)
+ * in every clean-clone run of 2026-11-25's first round; on one guest the
+ * same job passes. Since then: 1 crash in 17 runs under mrlease (with strace,
+ * with a verbs-destroy tracer, plain), 0 in 4 plain runs. Not yet explained;
+ * skipped by name until it is, so that a one-in-twenty crash does not decide
+ * CI. */
 TEST(two_hosts, mpi_verify_under_mrlease)
 {
     GTEST_SKIP() << "KNOWN BUG: mpi_verify under mrlease across two guests "
-                    "crashes in librxe (uct_iface_open from MPI_Win_create); "
-                    "see NEWS and the issue 10 note";
+                    "crashes in librxe (uct_iface_open from MPI_Win_create), "
+                    "about one run in twenty; see docs/limits.md";
 }
