@@ -189,7 +189,7 @@ static void point(const char *stack, const char *round, const char *test, int n,
         double msgs  = (double)ops * (both ? 2 : 1);
         double us_op = res[0] * 1e6 / msgs;
 
-        printf("mpi,%s,%s,%s,%d,%zu,%zu,%.3f,%.3f,%.3f,%.4f,%ld,%d\n", test, stack, round,
+        printf("mpi,%s,%s,%s,%d,%zu,%zu,%.3f,%.6g,%.3f,%.4f,%ld,%d\n", test, stack, round,
                n, size, ops, us_op, size / us_op, res[1] / msgs,
                reg_counts ? regs_sum / msgs : -1.0, bad_sum, changes);
         fflush(stdout);

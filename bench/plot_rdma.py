@@ -16,6 +16,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 
 import matplotlib
@@ -56,8 +57,10 @@ def read_rows(path):
     return machine, rows, peaks
 
 
-def spread(values):
-    values = [v for v in values if v is not None]
+def spread(values, positive=False):
+    """min, median, max of the values there are (POSITIVE: and above 0: a
+    bandwidth of 0 is one too small to print)"""
+    values = [v for v in values if v is not None and (v > 0 or not positive)]
     if not values:
         return None
     return min(values), statistics.median(values), max(values)
@@ -103,7 +106,7 @@ def main():
               f"{'cpu us/msg p c m':>22} | wrong p c m")
         for key in keys:
             st = points[key]
-            med = {s: spread([v["bw"] for v in st[s].values()]) for s in STACKS}
+            med = {s: spread([v["bw"] for v in st[s].values()], True) for s in STACKS}
             ratios = {}
             for base in ("plain", "cacheoff"):
                 ratios[base] = spread([st["mrlease"][r]["bw"] / st[base][r]["bw"]
@@ -151,7 +154,7 @@ def plot_bench(out, machine, kind, test, keys, points):
         for s in STACKS:
             xs, ys, lo, hi, bad, cpu = [], [], [], [], [], []
             for size in sizes:
-                sp = spread([v["bw"] for v in points[(kind, test, n, size)][s].values()])
+                sp = spread([v["bw"] for v in points[(kind, test, n, size)][s].values()], True)
                 if sp is None:
                     continue
                 xs.append(size)
@@ -210,7 +213,7 @@ def plot_bench(out, machine, kind, test, keys, points):
     for row in (0, 1):
         if axes[row][0].get_legend_handles_labels()[0]:
             axes[row][0].legend(fontsize=7)
-    fig.suptitle(f"bench-rdma {kind} {test}\n{machine}", fontsize=8)
+    fig.suptitle(f"bench-rdma {kind} {test}\n" + textwrap.fill(machine, 110), fontsize=8)
     fig.tight_layout()
     path = os.path.join(out, f"bench-rdma-{kind}-{test}.png")
     fig.savefig(path, dpi=80)
@@ -241,7 +244,7 @@ def regcost(out, machine):
     ax.set_xlabel("bytes")
     ax.set_ylabel("us per MiB (median)")
     ax.legend(fontsize=7)
-    ax.set_title(f"registration cost per MiB\n{machine}", fontsize=8)
+    ax.set_title("registration cost per MiB\n" + textwrap.fill(machine, 110), fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "bench-regcost.png"), dpi=80)
     plt.close(fig)
