@@ -37,7 +37,7 @@ def main():
     ax.bar([i + 0.2 for i in x], added, 0.4, label='executed by mrlease', color='black')
     for i in x:
         pct = 100 * added[i] / plain[i] if plain[i] else 0
-        ax.annotate('+%.0f (%.1f%%)' % (added[i], pct), (i + 0.2, mrl[i]),
+        ax.annotate('%+.1f (%+.1f%%)' % (added[i], pct), (i + 0.2, mrl[i]),
                     ha='center', va='bottom', fontsize=7)
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, fontsize=7)
