@@ -11,7 +11,9 @@
 # guest (the default with rxe0): in the soft-RoCE guest, UCT rc_verbs put_bw,
 #   get, am_bw and UCP tag_lat/tag_bw over rc_verbs, in loopback on rxe1 and,
 #   with MRL_INSN_PAIR=y, also as a server on rxe0 with the counted client on
-#   rxe1 (twice as long; under TCG each counted run takes a minute or two).
+#   rxe1 (twice as long; under TCG each counted run takes a minute or two; the
+#   client's polling and start-up then differ between the N and 2N runs by
+#   more than an operation costs: for looking at callgrind's files only).
 #
 # Each case runs N and 2N iterations (MRL_INSN_ITERS, default 2000 native and
 # 500 in the guest, where start-up under valgrind and TCG dominates; warm-up
