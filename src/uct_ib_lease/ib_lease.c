@@ -92,8 +92,9 @@ void ib_lease_catch_up_slow(void)
          * retry it now, before the call goes on and a peer uses the key */
         pending = __atomic_load_n(&engine->hot.pending, __ATOMIC_ACQUIRE);
     }
-    if ((pending & UCS_MRLEASE_PENDING_HELD) &&
-        __atomic_load_n(&ib_lease_keeper_unbacked, __ATOMIC_ACQUIRE)) {
+    if (pending & UCS_MRLEASE_PENDING_HELD) {
+        /* a retry is due; or the word was left raised with no window
+         * waiting (an mmap racing the last re-bind): the retry lowers it */
         ib_lease_keeper_retry();
     }
 }
@@ -416,9 +417,10 @@ static void ib_lease_summary(void)
         ib_lease_keeper_counters_get(&kc);
         fprintf(stderr, "mrlease[%d]: remote keys: %llu kept through memory windows, "
                 "%llu windows re-bound to new pages, %llu waiting for their memory, "
-                "%llu lost it\n", (int)getpid(), (unsigned long long)kc.kept,
+                "%llu lost it; %llu re-binds waited for a change under way\n",
+                (int)getpid(), (unsigned long long)kc.kept,
                 (unsigned long long)kc.rebound, (unsigned long long)kc.unbacked,
-                (unsigned long long)kc.lost);
+                (unsigned long long)kc.lost, (unsigned long long)kc.waited_for_changes);
     }
 }
 

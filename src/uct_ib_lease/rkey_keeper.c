@@ -256,7 +256,11 @@ static ucs_status_t ib_lease_kept_break(ucs_mrlease_t *lease,
         ib_lease_mark_unbacked(k);
         if ((event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM)) ||
             (event->kinds & UCS_MRLEASE_EV_REMOVE)) {
-            __atomic_add_fetch(&ib_lease_keeper.hooked_changes, 1, __ATOMIC_RELEASE);
+            /* re-bound after a wait for hooked calls (rkey_retry.c) */
+            k->hooked_seq = ++ib_lease_keeper.hooked_changes;
+            if (k->hooked_seq == 0) { /* 0 means none */
+                k->hooked_seq = ++ib_lease_keeper.hooked_changes;
+            }
         }
         pthread_mutex_unlock(&ib_lease_keeper.lock);
         return UCS_OK;

@@ -24,6 +24,8 @@ typedef struct ib_lease_keeper_counters {
     uint64_t rebound;  /* windows moved to new pages */
     uint64_t unbacked; /* registrations whose memory is not mapped right now */
     uint64_t lost;     /* ...for longer than a second (reported once each) */
+    uint64_t waited_for_changes; /* re-binds that waited for a hooked call's
+                                    change to be made first (> 1 ms) */
 } ib_lease_keeper_counters_t;
 
 /* Non-zero while some window waits for its memory to be mapped again. The

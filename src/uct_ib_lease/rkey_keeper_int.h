@@ -41,6 +41,8 @@ typedef struct ib_lease_kept_mr {
     int                  remote_access; /* the window's */
     uint32_t             rkey;
     unsigned             slot;
+    unsigned             hooked_seq;    /* unbound on report N of a change
+                                           still under way (0: none) */
     int                  bound;
     int                  lease_waits;   /* we answered UCS_INPROGRESS */
     int                  reported;
@@ -80,12 +82,14 @@ typedef struct ib_lease_keeper {
     pid_t                      timer_pid; /* a forked child starts its own */
     int                        timer_state; /* IB_LEASE_TIMER_* */
     pthread_cond_t             timer_cond;
-    /* windows unbound on a report from UCX's hooks, whose change may still
-     * be under way: counted, and waited out before the next re-bind */
+    /* reports of changes that may still be under way in a hooked call:
+     * numbered; waited out up to hooked_changes_waited (rkey_retry.c) */
     unsigned                   hooked_changes;
     unsigned                   hooked_changes_waited;
     int                        mapped;      /* an mmap since the last retry */
     int                        mapped_hook; /* our VM_MAPPED handler is set */
+    uintptr_t                  unbacked_lo; /* what the waiting windows span */
+    uintptr_t                  unbacked_hi;
 } ib_lease_keeper_t;
 
 enum {

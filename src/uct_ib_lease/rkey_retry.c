@@ -22,23 +22,30 @@
  */
 void ib_lease_vm_mapped(ucm_event_type_t type, ucm_event_t *event, void *arg)
 {
+    uintptr_t start = (uintptr_t)event->vm_mapped.address;
+    uintptr_t end   = start + event->vm_mapped.size;
     ucs_mrlease_engine_t *engine;
 
-    if (!__atomic_load_n(&ib_lease_keeper_unbacked, __ATOMIC_ACQUIRE)) {
-        return;
+    if (!__atomic_load_n(&ib_lease_keeper_unbacked, __ATOMIC_ACQUIRE) ||
+        (end <= __atomic_load_n(&ib_lease_keeper.unbacked_lo, __ATOMIC_RELAXED)) ||
+        (start >= __atomic_load_n(&ib_lease_keeper.unbacked_hi, __ATOMIC_RELAXED))) {
+        return; /* no waiting window there: the back-off stands */
     }
     engine = __atomic_load_n(&ib_lease_keeper.engine, __ATOMIC_ACQUIRE);
-    if (engine != NULL) {
-        __atomic_store_n(&ib_lease_keeper.mapped, 1, __ATOMIC_RELEASE);
-        ucs_mrlease_engine_hold_pending(engine, 1);
+    if ((engine == NULL) || (ib_lease_keeper.timer_pid != getpid())) {
+        return; /* a forked child's mapping: the parent's windows are not its own */
     }
+    /* seq_cst, paired with the retry's hold(0) then load: a retry running
+     * now either sees the flag or leaves the word raised */
+    __atomic_store_n(&ib_lease_keeper.mapped, 1, __ATOMIC_SEQ_CST);
+    ucs_mrlease_engine_hold_pending(engine, 1);
 }
 
 /* --- the retry timer (lock held) ------------------------------------------ */
 
 void ib_lease_hold(int hold)
 {
-    if (ib_lease_keeper.held != hold) {
+    if ((ib_lease_keeper.held != hold) && (ib_lease_keeper.engine != NULL)) {
         ib_lease_keeper.held = hold;
         ucs_mrlease_engine_hold_pending(ib_lease_keeper.engine, hold);
     }
@@ -97,6 +104,21 @@ void ib_lease_timer_start(void)
     }
 }
 
+/* The range that the waiting windows span, for ib_lease_vm_mapped (lock
+ * held; a few windows wait at most, usually one). */
+static void ib_lease_unbacked_bounds(void)
+{
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    ib_lease_kept_mr_t *k;
+
+    ucs_list_for_each(k, &ib_lease_keeper.unbacked, unbacked_list) {
+        lo = ucs_min(lo, (uintptr_t)k->addr);
+        hi = ucs_max(hi, (uintptr_t)k->addr + k->length);
+    }
+    __atomic_store_n(&ib_lease_keeper.unbacked_lo, lo, __ATOMIC_RELAXED);
+    __atomic_store_n(&ib_lease_keeper.unbacked_hi, hi, __ATOMIC_RELAXED);
+}
+
 /*
  * The pending word is held when a re-bind attempt is due, set and cleared
  * here under the keeper lock only: a window the dispatcher thread unbinds is
@@ -110,6 +132,7 @@ void ib_lease_mark_unbacked(ib_lease_kept_mr_t *k)
         k->next_retry     = 0;
         k->retry_interval = IB_LEASE_RETRY_FIRST_SEC;
         ucs_list_add_tail(&ib_lease_keeper.unbacked, &k->unbacked_list);
+        ib_lease_unbacked_bounds();
         __atomic_store_n(&ib_lease_keeper_unbacked, 1, __ATOMIC_RELEASE);
         ib_lease_timer_start();
         ib_lease_hold(1);
@@ -121,6 +144,7 @@ void ib_lease_unmark_unbacked(ib_lease_kept_mr_t *k)
     if (k->unbacked_list.next != NULL) {
         ucs_list_del(&k->unbacked_list);
         k->unbacked_list.next = NULL;
+        ib_lease_unbacked_bounds();
         if (ucs_list_is_empty(&ib_lease_keeper.unbacked)) {
             __atomic_store_n(&ib_lease_keeper_unbacked, 0, __ATOMIC_RELEASE);
             ib_lease_hold(0);
@@ -135,36 +159,46 @@ void ib_lease_unmark_unbacked(ib_lease_kept_mr_t *k)
  * shmdt has no event after). Re-binding then would pin the pages about to go,
  * for good. UCM runs every hooked call, hooks and system call together, under
  * its event lock taken shared; taking it exclusively, as (un)setting an
- * external event does, waits until every such call has returned. Called with
- * no lock held: the changer may need the keeper's or the engine's on its way
- * out (its madvise waits for the uffd reader, which dispatches).
+ * external event does, waits until every such call has returned. A window
+ * unbound on such a report carries the report's number (hooked_seq, given
+ * under the lock after the report was made, inside the hooked call): it is
+ * re-bound only once a wait begun after that number was given has ended.
+ * The wait is made with no lock held: the changer may need the keeper's or
+ * the engine's on its way out (its madvise waits for the uffd reader).
  */
-static void ib_lease_wait_hooked_changes(void)
+static void ib_lease_wait_hooked_changes(unsigned upto)
 {
-    unsigned seen = __atomic_load_n(&ib_lease_keeper.hooked_changes, __ATOMIC_ACQUIRE);
+    double t0 = ib_lease_now();
 
-    if (seen == __atomic_load_n(&ib_lease_keeper.hooked_changes_waited, __ATOMIC_RELAXED)) {
-        return;
-    }
+    pthread_mutex_unlock(&ib_lease_keeper.lock);
     ucm_unset_external_event(0); /* changes nothing; waits out the hooked calls */
-    __atomic_store_n(&ib_lease_keeper.hooked_changes_waited, seen, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&ib_lease_keeper.lock);
+    if ((int)(upto - ib_lease_keeper.hooked_changes_waited) > 0) {
+        ib_lease_keeper.hooked_changes_waited = upto;
+    }
+    if (ib_lease_now() - t0 > 1e-3) {
+        ++ib_lease_keeper.counters.waited_for_changes;
+    }
 }
 
-void ib_lease_keeper_retry(void)
+/* Re-bind the waiting windows that are due (all if `mapped`); returns the
+ * earliest next attempt, and in *barrier the newest report number of a due
+ * window that must wait for its change first (0: none). Lock held. */
+static double ib_lease_retry_due(double now, int mapped, unsigned *barrier)
 {
     ib_lease_kept_mr_t *k, *tmp;
-    double now, due = 0;
-    int mapped;
+    double due = 0;
 
-    ib_lease_wait_hooked_changes();
-    mapped = __atomic_exchange_n(&ib_lease_keeper.mapped, 0, __ATOMIC_ACQ_REL);
-    now    = ib_lease_now();
-    pthread_mutex_lock(&ib_lease_keeper.lock);
-    if (mapped) {
-        ib_lease_keeper.held = 1; /* ib_lease_vm_mapped raised the word: ours to clear */
-    }
+    *barrier = 0;
     ucs_list_for_each_safe(k, tmp, &ib_lease_keeper.unbacked, unbacked_list) {
         if (mapped || (now >= k->next_retry)) {
+            if ((int)(k->hooked_seq - ib_lease_keeper.hooked_changes_waited) > 0) {
+                if ((*barrier == 0) || ((int)(k->hooked_seq - *barrier) > 0)) {
+                    *barrier = k->hooked_seq;
+                }
+                due = now; /* not attempted: still due */
+                continue;
+            }
             if (ib_lease_rebind(k) == UCS_OK) {
                 ib_lease_unmark_unbacked(k);
                 if (k->lease_waits) {
@@ -191,16 +225,43 @@ void ib_lease_keeper_retry(void)
             due = k->next_retry;
         }
     }
-    if (!ucs_list_is_empty(&ib_lease_keeper.unbacked) &&
-        (ib_lease_keeper.timer_state != IB_LEASE_TIMER_FAILED)) {
+    return due;
+}
+
+void ib_lease_keeper_retry(void)
+{
+    unsigned barrier;
+    double due;
+    int mapped;
+
+    mapped = __atomic_exchange_n(&ib_lease_keeper.mapped, 0, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&ib_lease_keeper.lock);
+    if (ib_lease_keeper.engine == NULL) {
+        pthread_mutex_unlock(&ib_lease_keeper.lock);
+        return;
+    }
+    ib_lease_keeper.held = 1; /* the word is raised (by us, the timer or
+                                 ib_lease_vm_mapped): ours to clear */
+    due = ib_lease_retry_due(ib_lease_now(), mapped, &barrier);
+    if ((barrier != 0) && (ib_lease_keeper.timer_pid == getpid())) {
+        /* not in a forked child: UCM's lock may have been copied held */
+        ib_lease_wait_hooked_changes(barrier);
+        due = ib_lease_retry_due(ib_lease_now(), 1, &barrier);
+    }
+    if (ucs_list_is_empty(&ib_lease_keeper.unbacked)) {
+        ib_lease_hold(0);
+    } else if ((barrier == 0) &&
+               (ib_lease_keeper.timer_state != IB_LEASE_TIMER_FAILED)) {
         /* nothing due before `due`: calls stay one load until the timer
          * raises the word again */
         ib_lease_keeper.due = due;
         ib_lease_hold(0);
         pthread_cond_signal(&ib_lease_keeper.timer_cond);
-    } else if (ucs_list_is_empty(&ib_lease_keeper.unbacked)) {
-        ib_lease_hold(0);
+    }
+    /* an mmap since the exchange above: its hold(1) may have come before
+     * our hold(0); raise the word again (seq_cst both sides) */
+    if (__atomic_load_n(&ib_lease_keeper.mapped, __ATOMIC_SEQ_CST)) {
+        ib_lease_hold(1);
     }
     pthread_mutex_unlock(&ib_lease_keeper.lock);
 }
-

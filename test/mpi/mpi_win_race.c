@@ -104,9 +104,10 @@ static int change(const char *mode)
         if (munmap(race.buf, LEN) != 0) {
             return -1;
         }
+        /* never over a mapping another thread made in the hole meanwhile */
         return (mmap(race.buf, LEN, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == race.buf) ?
-               0 : -1;
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) ==
+                race.buf) ? 0 : -1;
     } else if (!strcmp(mode, "dontneed")) {
         return madvise(race.buf, LEN, MADV_DONTNEED);
     }
@@ -159,7 +160,11 @@ int main(int argc, char **argv)
             pthread_create(&thread, NULL, progress_thread, NULL);
             race.hold = 1;
             if (change(mode) != 0) {
-                MPI_Abort(MPI_COMM_WORLD, 2);
+                /* e.g. another thread mapped into the hole between the unmap
+                 * and our mapping: the set-up raced, not mrlease */
+                fprintf(stderr, "mpi_win_race: the memory could not be put back "
+                        "at %p (set-up raced)\n", (void*)race.buf);
+                MPI_Abort(MPI_COMM_WORLD, 3);
             }
             race.progress = 0;
             pthread_join(thread, NULL);
