@@ -3,21 +3,21 @@
 # instructions mrlease adds to each UCP operation on this machine, plain UCX
 # and mrlease in the same run (bench/bench_insn.sh native: UCP tag_lat,
 # put_lat, am_lat, tag_bw over shared memory and self, in loopback), and FAILS
-# if any operation gets more than MRL_INSN_BOUND instructions (default 30)
+# if any operation gets more than MRL_INSN_BOUND instructions (default 12)
 # added by mrlease, or if the plugin did not interpose at all. Instruction
 # counts, not time: the machine's load does not change the verdict.
 #
-# Why 30: the catch-up wrapper executes 19 instructions per UCP call (23 for
-# ucp_am_send_nbx, which passes 7 arguments), one call per operation
-# (valgrind 3.19, gcc 12, UCX 1.13.1, Debian 12; docs/overhead.md). A change
-# that makes the catch-up do real work when nothing is pending (a lock, a
-# clock read, a second check) costs more than the 7-11 instructions of slack.
+# Why 12: the catch-up wrapper's fast path has no stack frame: two loads, two
+# tests and a tail jump, 6-9 instructions per operation as counted (valgrind
+# 3.19, gcc 12, UCX 1.13.1, Debian 12; docs/overhead.md). A change that makes
+# the catch-up do real work when nothing is pending (a frame, a lock, a clock
+# read, a second check) costs more than the 3-6 instructions of slack.
 #
 #   insn_guard.sh BUILD_DIR [OUT_DIR]
 set -uo pipefail
 build=${1:?usage: insn_guard.sh BUILD_DIR [OUT_DIR]}
 out=${2:-$build/insn-guard}
-bound=${MRL_INSN_BOUND:-30}
+bound=${MRL_INSN_BOUND:-12}
 here=$(cd "$(dirname "$0")" && pwd)
 
 rm -rf "$out"

@@ -31,18 +31,32 @@ static void *ib_lease_ucp_next(const char *name)
     return f;
 }
 
+/* Fast path: two loads, two tests and a tail jump, no stack frame; anything
+ * else (something pending, the first call) goes through _slow. */
 #define IB_LEASE_CATCH_UP(_ret, _name, _params, _args) \
-    _ret _name _params \
+    static _ret (*_name##_real) _params; \
+    static UCS_F_NOINLINE _ret _name##_slow _params \
     { \
-        static _ret (*real) _params; \
-        _ret (*f) _params = __atomic_load_n(&real, __ATOMIC_RELAXED); \
+        _ret (*f) _params; \
         \
         ib_lease_catch_up(); \
-        if (ucs_unlikely(f == NULL)) { \
+        f = __atomic_load_n(&_name##_real, __ATOMIC_RELAXED); \
+        if (f == NULL) { \
             f = (_ret (*) _params)ib_lease_ucp_next(#_name); \
-            __atomic_store_n(&real, f, __ATOMIC_RELAXED); \
+            __atomic_store_n(&_name##_real, f, __ATOMIC_RELAXED); \
         } \
         return f _args; \
+    } \
+    _ret _name _params \
+    { \
+        _ret (*f) _params = __atomic_load_n(&_name##_real, __ATOMIC_RELAXED); \
+        \
+        if (ucs_likely((f != NULL) && \
+                       !__atomic_load_n(&((ucs_mrlease_engine_hot_t*)&ib_lease_engine_storage)->pending, \
+                                        __ATOMIC_ACQUIRE))) { \
+            return f _args; \
+        } \
+        return _name##_slow _args; \
     }
 
 IB_LEASE_CATCH_UP(unsigned, ucp_worker_progress, (ucp_worker_h worker), (worker))
