@@ -116,12 +116,14 @@ struct ucs_mrlease_engine {
     ucs_list_link_t          fork_list; /* engine_fork.c: every engine of the process */
     /* reader thread */
     pthread_t                reader;
+    void                     *reader_stack;
     int                      reader_running;
     int                      wake_fd;
     volatile int             reader_stop;
     pid_t                    reader_tid; /* target of file lease signals */
     /* optional dispatcher thread, woken by the reader */
     pthread_t                dispatcher;
+    void                     *dispatcher_stack;
     int                      dispatch_fd; /* eventfd, or -1 */
 };
 
@@ -188,6 +190,9 @@ ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine);
 void         ucs_mrlease_reader_stop(ucs_mrlease_engine_t *engine);
 void         ucs_mrlease_reader_wake(ucs_mrlease_engine_t *engine);
 void         ucs_mrlease_dispatcher_stop(ucs_mrlease_engine_t *engine);
+int          ucs_mrlease_thread_start(pthread_t *thread, void *(*main)(void*),
+                                      void *arg, void **stack_p);
+void         ucs_mrlease_thread_join(pthread_t thread, void **stack_p);
 
 /* backing.c */
 typedef struct ucs_mrlease_vma {

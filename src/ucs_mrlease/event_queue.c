@@ -2,31 +2,64 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/*
+ * The buffers are sized for bursts (768 KiB each by default) and mostly
+ * untouched: mapped apart and without transparent huge pages, so that
+ * khugepaged never turns the page or two in use into 2 MiB resident (with
+ * "always", max_ptes_none 511, it collapses any 2 MiB-aligned range of an
+ * anonymous mapping that has one resident page).
+ */
+static void *ucs_mrlease_queue_buf_alloc(unsigned capacity)
+{
+    size_t size = (size_t)capacity * sizeof(ucs_mrlease_qentry_t);
+    void *buf;
+
+    buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+               -1, 0);
+    if (buf == MAP_FAILED) {
+        return NULL;
+    }
+    (void)madvise(buf, size, MADV_NOHUGEPAGE); /* THP may be compiled out */
+    return buf;
+}
+
+static void ucs_mrlease_queue_buf_free(void *buf, unsigned capacity)
+{
+    if (buf != NULL) {
+        munmap(buf, (size_t)capacity * sizeof(ucs_mrlease_qentry_t));
+    }
+}
 
 ucs_status_t ucs_mrlease_queue_init(ucs_mrlease_queue_t *q, unsigned capacity)
 {
+    ucs_status_t status = UCS_ERR_NO_MEMORY;
+
     memset(q, 0, sizeof(*q));
     q->capacity  = capacity;
-    q->entries   = calloc(capacity, sizeof(*q->entries));
-    q->drain_buf = calloc(capacity, sizeof(*q->drain_buf));
+    q->entries   = ucs_mrlease_queue_buf_alloc(capacity);
+    q->drain_buf = ucs_mrlease_queue_buf_alloc(capacity);
     if ((q->entries == NULL) || (q->drain_buf == NULL)) {
-        free(q->entries);
-        free(q->drain_buf);
-        return UCS_ERR_NO_MEMORY;
+        goto err;
     }
     if (pthread_spin_init(&q->lock, PTHREAD_PROCESS_PRIVATE) != 0) {
-        free(q->entries);
-        free(q->drain_buf);
-        return UCS_ERR_IO_ERROR;
+        status = UCS_ERR_IO_ERROR;
+        goto err;
     }
     return UCS_OK;
+
+err:
+    ucs_mrlease_queue_buf_free(q->entries, capacity);
+    ucs_mrlease_queue_buf_free(q->drain_buf, capacity);
+    return status;
 }
 
 void ucs_mrlease_queue_cleanup(ucs_mrlease_queue_t *q)
 {
     pthread_spin_destroy(&q->lock);
-    free(q->entries);
-    free(q->drain_buf);
+    ucs_mrlease_queue_buf_free(q->entries, q->capacity);
+    ucs_mrlease_queue_buf_free(q->drain_buf, q->capacity);
 }
 
 void ucs_mrlease_queue_push_locked(ucs_mrlease_queue_t *q,

@@ -18,21 +18,63 @@
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+#include <errno.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 
-/* Engine threads inherit a mask with every signal blocked: the application's
- * signals never land there, and lease-break signals stay for the signalfd. */
-static int ucs_mrlease_thread_start(pthread_t *thread, void *(*main)(void*), void *arg)
+#define UCS_MRLEASE_THREAD_STACK (8ul << 20) /* glibc's usual default */
+
+/*
+ * Engine threads inherit a mask with every signal blocked: the application's
+ * signals never land there, and lease-break signals stay for the signalfd.
+ *
+ * Their stacks are our own, without transparent huge pages: a few pages of
+ * each are ever touched, but with THP "always" the first touch of a 2 MiB-
+ * aligned part of a glibc stack may fault in a huge page, and khugepaged
+ * (max_ptes_none 511) collapses any such part with one resident page: the
+ * process would grow by 2 MiB per thread at a moment no cycle of its own sets.
+ */
+int ucs_mrlease_thread_start(pthread_t *thread, void *(*main)(void*), void *arg,
+                             void **stack_p)
 {
+    size_t page = sysconf(_SC_PAGESIZE);
+    pthread_attr_t attr;
     sigset_t all, old;
+    void *stack;
     int ret;
+
+    stack = mmap(NULL, UCS_MRLEASE_THREAD_STACK + page, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        return errno;
+    }
+    (void)madvise(stack, UCS_MRLEASE_THREAD_STACK + page, MADV_NOHUGEPAGE);
+    (void)mprotect(stack, page, PROT_NONE); /* guard */
+    pthread_attr_init(&attr);
+    pthread_attr_setstack(&attr, (char*)stack + page,
+                          UCS_MRLEASE_THREAD_STACK);
 
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    ret = pthread_create(thread, NULL, main, arg);
+    ret = pthread_create(thread, &attr, main, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return ret;
+    pthread_attr_destroy(&attr);
+    if (ret != 0) {
+        munmap(stack, UCS_MRLEASE_THREAD_STACK + page);
+        return ret;
+    }
+    *stack_p = stack;
+    return 0;
+}
+
+void ucs_mrlease_thread_join(pthread_t thread, void **stack_p)
+{
+    pthread_join(thread, NULL);
+    if (*stack_p != NULL) {
+        munmap(*stack_p, UCS_MRLEASE_THREAD_STACK + sysconf(_SC_PAGESIZE));
+        *stack_p = NULL;
+    }
 }
 
 typedef struct {
@@ -140,7 +182,7 @@ ucs_status_t ucs_mrlease_engine_start_dispatcher(ucs_mrlease_engine_t *engine)
         return UCS_ERR_IO_ERROR;
     }
     ret = ucs_mrlease_thread_start(&engine->dispatcher, ucs_mrlease_dispatcher_main,
-                                   engine);
+                                   engine, &engine->dispatcher_stack);
     if (ret != 0) {
         ucs_error("mrlease: cannot start the dispatcher thread: %s", strerror(ret));
         close(engine->dispatch_fd);
@@ -161,7 +203,7 @@ void ucs_mrlease_dispatcher_stop(ucs_mrlease_engine_t *engine)
     }
     engine->reader_stop = 1;
     (void)!write(engine->dispatch_fd, &one, sizeof(one));
-    pthread_join(engine->dispatcher, NULL);
+    ucs_mrlease_thread_join(engine->dispatcher, &engine->dispatcher_stack);
     close(engine->dispatch_fd);
     engine->dispatch_fd = -1;
 }
@@ -182,7 +224,8 @@ ucs_status_t ucs_mrlease_reader_start(ucs_mrlease_engine_t *engine)
     pthread_mutex_init(&start.lock, NULL);
     pthread_cond_init(&start.cond, NULL);
 
-    ret = ucs_mrlease_thread_start(&engine->reader, ucs_mrlease_reader_main, &start);
+    ret = ucs_mrlease_thread_start(&engine->reader, ucs_mrlease_reader_main, &start,
+                                   &engine->reader_stack);
     if (ret != 0) {
         ucs_error("mrlease: cannot start the reader thread: %s", strerror(ret));
         close(engine->wake_fd);
@@ -216,7 +259,7 @@ void ucs_mrlease_reader_stop(ucs_mrlease_engine_t *engine)
     if (engine->reader_running) {
         engine->reader_stop = 1;
         ucs_mrlease_reader_wake(engine);
-        pthread_join(engine->reader, NULL);
+        ucs_mrlease_thread_join(engine->reader, &engine->reader_stack);
         engine->reader_running = 0;
     }
     if (engine->wake_fd >= 0) {

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "rkey_keeper_int.h"
+#include "ucs_mrlease/engine.h" /* ucs_mrlease_thread_join */
 
 #include <ucs/sys/math.h>
 
@@ -96,7 +97,7 @@ void ib_lease_keeper_disable(void)
     }
     pthread_mutex_unlock(&ib_lease_keeper.lock);
     if (join) {
-        pthread_join(ib_lease_keeper.timer, NULL);
+        ucs_mrlease_thread_join(ib_lease_keeper.timer, &ib_lease_keeper.timer_stack);
     }
     ib_lease_keeper.timer_state = IB_LEASE_TIMER_NONE;
 }

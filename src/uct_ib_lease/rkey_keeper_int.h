@@ -79,6 +79,7 @@ typedef struct ib_lease_keeper {
     int                        held;      /* we hold the pending word */
     double                     due;       /* next attempt, while !held */
     pthread_t                  timer;
+    void                       *timer_stack;
     pid_t                      timer_pid; /* a forked child starts its own */
     int                        timer_state; /* IB_LEASE_TIMER_* */
     pthread_cond_t             timer_cond;

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "rkey_keeper_int.h"
+#include "ucs_mrlease/engine.h" /* ucs_mrlease_thread_start */
 
 #include <ucs/sys/math.h>
 
@@ -78,7 +79,6 @@ static void *ib_lease_timer_thread(void *arg)
 void ib_lease_timer_start(void)
 {
     pthread_condattr_t attr;
-    sigset_t all, old;
     int ret;
 
     if (((ib_lease_keeper.timer_state == IB_LEASE_TIMER_RUNNING) &&
@@ -92,11 +92,9 @@ void ib_lease_timer_start(void)
     pthread_condattr_destroy(&attr);
     ib_lease_keeper.timer_state = IB_LEASE_TIMER_RUNNING;
     ib_lease_keeper.timer_pid   = getpid();
-    /* never a target of the application's signals */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    ret = pthread_create(&ib_lease_keeper.timer, NULL, ib_lease_timer_thread, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* never a target of the application's signals; no huge page stack */
+    ret = ucs_mrlease_thread_start(&ib_lease_keeper.timer, ib_lease_timer_thread, NULL,
+                                   &ib_lease_keeper.timer_stack);
     if (ret != 0) {
         ib_lease_keeper.timer_state = IB_LEASE_TIMER_FAILED;
         ucs_warn("mrlease: no re-bind timer thread: while a window waits for its "
