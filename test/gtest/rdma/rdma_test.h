@@ -91,6 +91,18 @@ protected:
         }
     }
 
+    /* "...; N what" in the ranks' summary lines, summed */
+    static long sum_before(const std::string &out, const std::string &what)
+    {
+        long sum = 0;
+        for (size_t pos = out.find(what); pos != std::string::npos;
+             pos = out.find(what, pos + 1)) {
+            size_t start = out.rfind("; ", pos) + 2;
+            sum += std::stol(out.substr(start, pos - start));
+        }
+        return sum;
+    }
+
     /* "REASON N" in the ranks' "registrations NOT cached" lines, summed */
     static long uncached_count(const std::string &out, const std::string &reason)
     {
