@@ -223,18 +223,11 @@ static void ib_lease_unbind(ib_lease_kept_mr_t *k)
  * the call they hook, userfaultfd's REMOVE is read before madvise zaps the
  * pages, and a file lease break holds the changer until we answer.
  * Re-registering then would pin the very pages that are about to go.
- * mrlease.ko's REMOVE (a CLEAR) is not one of them: its read() returns only
- * once the invalidation has ended, so the change is made, and the window is
- * re-bound at once (a pure-UCT program has no catch-up to wait for).
  */
 static int ib_lease_reported_before_change(const ucs_mrlease_event_t *event)
 {
-    if ((event->kinds & UCS_MRLEASE_EV_FILE_BREAK) ||
-        (event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM))) {
-        return 1;
-    }
-    return (event->kinds & UCS_MRLEASE_EV_REMOVE) &&
-           (event->monitors & ~UCS_BIT(UCS_MRLEASE_MONITOR_KMOD));
+    return (event->kinds & (UCS_MRLEASE_EV_REMOVE | UCS_MRLEASE_EV_FILE_BREAK)) ||
+           (event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM));
 }
 
 static ucs_status_t ib_lease_kept_break(ucs_mrlease_t *lease,
