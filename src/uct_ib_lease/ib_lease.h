@@ -26,9 +26,16 @@ extern ucs_mrlease_engine_t ib_lease_engine_storage __attribute__((visibility("h
 void ib_lease_catch_up_slow(void);
 
 /* Every UCP entry point the MPI layer calls runs this first. */
+/* The engine's pending word: one load (hot is the engine's first member). */
+static UCS_F_ALWAYS_INLINE uint32_t ib_lease_pending(void)
+{
+    return __atomic_load_n(&((ucs_mrlease_engine_hot_t*)&ib_lease_engine_storage)->pending,
+                           __ATOMIC_ACQUIRE);
+}
+
 static UCS_F_ALWAYS_INLINE void ib_lease_catch_up(void)
 {
-    if (ucs_unlikely(((ucs_mrlease_engine_hot_t*)&ib_lease_engine_storage)->pending)) {
+    if (ucs_unlikely(ib_lease_pending())) {
         ib_lease_catch_up_slow();
     }
 }

@@ -51,9 +51,7 @@ static void *ib_lease_ucp_next(const char *name)
     { \
         _ret (*f) _params = __atomic_load_n(&_name##_real, __ATOMIC_RELAXED); \
         \
-        if (ucs_likely((f != NULL) && \
-                       !__atomic_load_n(&((ucs_mrlease_engine_hot_t*)&ib_lease_engine_storage)->pending, \
-                                        __ATOMIC_ACQUIRE))) { \
+        if (ucs_likely((f != NULL) && !ib_lease_pending())) { \
             return f _args; \
         } \
         return _name##_slow _args; \
