@@ -10,16 +10,17 @@
  * fast paths (post, poll, progress) are UCX's own and untouched.
  *
  * UCX_IB_LEASE_ENABLE=y turns it on; when it is off, or the running UCX is
- * not the one this was built against, every call goes straight through.
+ * not one it covers (ucx_compat.c says which, and why, on stderr), every
+ * call goes straight through.
  */
 #define _GNU_SOURCE
 #include "ib_lease.h"
 #include "rkey_keeper.h"
 #include "mw_binder.h"
+#include "ucx_compat.h"
 #include "ucs_mrlease/engine.h" /* the engine's size, for our own storage */
 
 #include <ucs_mrlease/mrlease_rcache.h>
-#include <uct/api/version.h>
 #include <ucp/api/ucp.h>
 
 #include <dlfcn.h>
@@ -121,23 +122,6 @@ static void ib_lease_resolve(void)
     }
 }
 
-/* The running UCX must be the one whose rcache ABI we were built against.
- * (Calling libucp directly also keeps it loaded with us: the interposed ucp_*
- * calls reach it through dlsym.) */
-static int ib_lease_version_ok(void)
-{
-    unsigned major, minor, release;
-
-    ucp_get_version(&major, &minor, &release);
-    if ((major != UCT_VERNO_MAJOR) || (minor != UCT_VERNO_MINOR)) {
-        ucs_error("mrlease: libuct_ib_lease was built for UCX %s but UCX %u.%u.%u "
-                  "is running: NOT enabled, registrations are NOT kept coherent",
-                  UCT_VERNO_STRING, major, minor, release);
-        return 0;
-    }
-    return 1;
-}
-
 /* First IB rcache: decide, once, whether we are on (lock held). */
 static void ib_lease_decide(void)
 {
@@ -147,6 +131,14 @@ static void ib_lease_decide(void)
         return;
     }
     ib_lease.state = IB_LEASE_STATE_OFF;
+    /* The version first: the configuration parser's ABI is 1.13's. */
+    if (!ib_lease_ucx_requested()) {
+        ucs_debug("mrlease: libuct_ib_lease loaded but UCX_IB_LEASE_ENABLE is not set");
+        return;
+    }
+    if (!ib_lease_ucx_decide(1)) {
+        return;
+    }
     if (ucs_ib_lease_config_read(&ib_lease.config) != UCS_OK) {
         ucs_error("mrlease: libuct_ib_lease: bad UCX_IB_LEASE_* configuration: "
                   "NOT enabled");
@@ -154,9 +146,6 @@ static void ib_lease_decide(void)
     }
     if (!ib_lease.config.enable) {
         ucs_debug("mrlease: libuct_ib_lease loaded but UCX_IB_LEASE_ENABLE=n");
-        return;
-    }
-    if (!ib_lease_version_ok()) {
         return;
     }
     status = ucs_mrlease_engine_init(&ib_lease_engine_storage);
