@@ -75,7 +75,15 @@ static void kmod_pull_locked(ucs_mrlease_kmod_t *mon)
     ssize_t n;
     int i;
 
-    /* Clear before reading: an event queued after the read raises it again. */
+    /* Lower the kernel's bit before reading: an event queued after the read
+     * raises it again. But never leave the word clear while events are on
+     * their way to the queue: a catch-up in another thread would find
+     * nothing pending and go on under a binding about to break (read() waits
+     * for the change to end, the changer is already back). The queue's bit
+     * goes up first; that catch-up then dispatches, and its pull waits for
+     * ours on read_lock. At worst one dispatch finds the queue empty. */
+    __atomic_or_fetch(&engine->hot.pending, UCS_MRLEASE_QUEUE_PENDING,
+                      __ATOMIC_SEQ_CST);
     __atomic_and_fetch(&engine->hot.pending, ~UCS_MRLEASE_PENDING_KMOD,
                        __ATOMIC_SEQ_CST);
     if (mon->lost || (getpid() != mon->pid)) {

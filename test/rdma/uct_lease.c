@@ -23,6 +23,10 @@
  *               with an error, a put to other memory on another endpoint must
  *               still work, and registering the gone range must fail
  *
+ * An optional second argument sets the rounds of put, get and atomic
+ * (default 8): many rounds widen the chance to hit a race with the engine's
+ * dispatcher thread.
+ *
  * Prints "uct_lease: SCENARIO: ..." and "uct_lease: ok" or "uct_lease: FAILED".
  * Needs UCX_IB_GID_INDEX=0 on soft-RoCE.
  */
@@ -58,6 +62,7 @@ static ucs_async_context_t *async;
 static side_t a, b;       /* a: target (rxe0), b: initiator (rxe1) */
 static ucs_status_t ep_error = UCS_OK;
 static long wrong;
+static int rounds = 8;
 static int failed;
 
 #define CHECK(_cond, ...) \
@@ -296,7 +301,7 @@ static void scenario_put_get(conn_t *c, int put)
     int it;
 
     CHECK(reg(&a, t, LEN, &rt, 1) == UCS_OK, "reg target");
-    for (it = 0; it < 8; ++it) {
+    for (it = 0; it < rounds; ++it) {
         if (it % 2) {
             remap(t, LEN);
         }
@@ -312,8 +317,9 @@ static void scenario_put_get(conn_t *c, int put)
         wrong += count_wrong(put ? t : s, it);
         uct_md_mem_dereg(b.md, rs.memh);
     }
-    printf("uct_lease: %s: 8 rounds of 1 MiB, target remapped 4 times under its "
-           "rkey; %ld wrong bytes\n", put ? "put" : "get", wrong);
+    printf("uct_lease: %s: %d rounds of 1 MiB, target remapped %d times under "
+           "its rkey; %ld wrong bytes\n", put ? "put" : "get", rounds, rounds / 2,
+           wrong);
 }
 
 static void scenario_atomic(conn_t *c)
@@ -325,7 +331,7 @@ static void scenario_atomic(conn_t *c)
     int it;
 
     CHECK(reg(&a, t, LEN, &rt, 1) == UCS_OK, "reg target");
-    for (it = 0; it < 8; ++it) {
+    for (it = 0; it < rounds; ++it) {
         ucs_status_t st;
 
         if (it % 4 == 1) {
@@ -356,8 +362,9 @@ static void scenario_atomic(conn_t *c)
         CHECK(st == UCS_OK, "cswap: %s", ucs_status_string(st));
         wrong += (result != 1000u * it + 5) + (*word != 7u * it);
     }
-    printf("uct_lease: atomic: 8 fetch-add + 8 compare-swap, target dropped or "
-           "remapped 4 times; %ld wrong results\n", wrong);
+    printf("uct_lease: atomic: %d fetch-add + %d compare-swap, target dropped or "
+           "remapped %d times; %ld wrong results\n", rounds, rounds, rounds / 2,
+           wrong);
 }
 
 /* the source changes; registered per round through the cache */
@@ -516,6 +523,12 @@ int main(int argc, char **argv)
 {
     const char *scenario = (argc > 1) ? argv[1] : "put";
     conn_t c;
+
+    if (argc > 2) {
+        rounds = atoi(argv[2]);
+        CHECK((rounds > 0) && (rounds <= 100000), "bad rounds '%s' (1..100000)",
+              argv[2]);
+    }
 
     CHECK(ucs_async_context_create(UCS_ASYNC_MODE_THREAD_SPINLOCK, &async) == UCS_OK,
           "async");
