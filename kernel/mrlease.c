@@ -36,7 +36,6 @@
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
-#include <linux/version.h>
 #include <linux/vmalloc.h>
 #include <linux/xarray.h>
 
@@ -634,8 +633,8 @@ static int mrl_mmap(struct file *file, struct vm_area_struct *vma)
 		return -EINVAL;
 	if (vma->vm_flags & VM_WRITE)
 		return -EPERM;
-	/* Out of tree, for 5.10 on: vm_flags is read-only from 6.3. */
-#if KERNEL_VERSION(6, 3, 0) <= LINUX_VERSION_CODE
+	/* vm_flags is read-only from 6.3 on (Kbuild looks for the helper). */
+#ifdef MRL_HAVE_VM_FLAGS_MOD
 	vm_flags_mod(vma, VM_DONTCOPY, VM_MAYWRITE);
 #else
 	vma->vm_flags = (vma->vm_flags | VM_DONTCOPY) & ~VM_MAYWRITE;
