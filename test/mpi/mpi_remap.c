@@ -8,6 +8,8 @@
  *           mremap    new pages built elsewhere, moved over the buffer
  *           fork      a child process writes to the buffer (copy-on-write)
  *           dontneed  madvise(MADV_DONTNEED): the pages are dropped
+ *           shm       the buffers are SysV segments: shmdt + shmat of a new
+ *                     segment at the same address (raw syscalls, both)
  *           regrow    another process truncates the buffer's file to 0 and
  *                     regrows it (needs FILE_PREFIX; $MRL_FILE_CHANGER is
  *                     test/helpers/file_changer)
@@ -32,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -50,6 +54,26 @@ static unsigned char byte_at(int iter, size_t i)
     return (unsigned char)(i * 13 + iter * 29 + 1);
 }
 
+/* A new SysV segment at addr (NULL: anywhere), by raw syscalls; removed
+ * with its last detach. Returns NULL on failure (reported). */
+static unsigned char *shm_attach(void *addr)
+{
+    long id = syscall(SYS_shmget, IPC_PRIVATE, LEN, IPC_CREAT | 0600);
+    long p;
+
+    if (id < 0) {
+        perror("mpi_remap: shmget");
+        return NULL;
+    }
+    p = syscall(SYS_shmat, id, addr, 0);
+    syscall(SYS_shmctl, id, IPC_RMID, NULL);
+    if (p == -1) {
+        perror("mpi_remap: shmat");
+        return NULL;
+    }
+    return (unsigned char*)p;
+}
+
 static void change(unsigned char *buf, const char *mode)
 {
     int ret = mrl_raw_change(buf, LEN, mode);
@@ -58,6 +82,17 @@ static void change(unsigned char *buf, const char *mode)
         MPI_Abort(MPI_COMM_WORLD, 2);
     } else if (ret == 0) {
         return;
+    } else if (!strcmp(mode, "shm")) {
+        if (syscall(SYS_shmdt, buf) != 0) {
+            perror("mpi_remap: shmdt");
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        if (shm_attach(buf) != buf) {
+            /* e.g. a thread of UCX mapped into the hole meanwhile */
+            fprintf(stderr, "mpi_remap: no new segment at %p after shmdt\n",
+                    (void*)buf);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
     } else if (!strcmp(mode, "fork")) {
         /* the child writes to the buffer (copy-on-write) and exits */
         pid_t pid = fork();
@@ -135,6 +170,9 @@ int main(int argc, char **argv)
         if (!(keep && atoi(keep))) {
             close(fd); /* as many applications do */
         }
+    } else if (!strcmp(mode, "shm")) {
+        buf = shm_attach(NULL);
+        buf = (buf == NULL) ? MAP_FAILED : buf;
     } else {
         buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     }
@@ -184,7 +222,8 @@ int main(int argc, char **argv)
     if (rank == 1) {
         printf("mpi_remap: mode %s, side %s, %s buffers%s%s, %d iterations of 1 MiB, "
                "%d changes on rank 1; %ld wrong bytes in %ld iterations, %.1f s\n",
-               mode, side, file_path[0] ? file_path : "anonymous",
+               mode, side,
+               file_path[0] ? file_path : (!strcmp(mode, "shm") ? "SysV shm" : "anonymous"),
                getenv("MRL_KEEP_FD") ? " (fd kept open)" : "",
                getenv("MRL_SHARED_FILE") ? " (one file, all ranks)" : "", iters,
                changes, bad, bad_iters, MPI_Wtime() - t0);

@@ -1,8 +1,9 @@
 /*
  * The coherence suite over rxe with mrlease.ko as the ONLY monitor
  * (UCX_MRLEASE_MONITORS=kmod): every MPI job of test_rdma's coherence
- * tests (raw-syscall remaps, one-sided windows, a buffer file truncated and
- * regrown by another program) and the cases no user-space monitor covers
+ * tests (raw-syscall remaps, raw shmdt of SysV segments, one-sided
+ * windows, a buffer file truncated and regrown by another program) and the
+ * cases no user-space monitor covers
  * (a /dev/shm file the application keeps open; one file mapped by two and
  * by four ranks and regrown by another program), which with kmod are
  * cached and still correct; then UCT programs that never call UCP, whose
@@ -11,7 +12,8 @@
  *
  * Plain UCX on the very same jobs, showing the failure mrlease prevents:
  * test_rdma_coherence.plain_ucx_shows_the_failure, test_rdma_window.*,
- * test_rdma.file_regrown_plain_ucx_shows_the_failure, test_uncached.*
+ * test_rdma.file_regrown_plain_ucx_shows_the_failure, test_uncached.*,
+ * test_kmod_mpi_plain.shm_shows_the_failure
  * and test_rdma_uct.plain_ucx_shows_the_failure (plain UCX runs no
  * monitor, so those are the plain runs of these jobs).
  */
@@ -36,6 +38,9 @@ struct kmod_job {
 const kmod_job jobs[] = {
     {"remap", "mpi_remap", 1, "remap", "both", nullptr, nullptr, 8},
     {"dontneed", "mpi_remap", 1, "dontneed", "both", nullptr, nullptr, 8},
+    /* SysV segments detached and attached anew by raw syscalls: no
+     * user-space monitor sees a raw shmdt */
+    {"shm", "mpi_remap", 1, "shm", "both", nullptr, nullptr, 8},
     {"file_regrown", "mpi_remap", 1, "regrow", "both", "/dev/shm/mrl-kmod-regrow",
      nullptr, 6},
     {"file_fd_kept_open", "mpi_remap", 1, "regrow", "both",
@@ -157,6 +162,27 @@ INSTANTIATE_TEST_SUITE_P(job, test_kmod_mpi, ::testing::ValuesIn(jobs),
                          [](const ::testing::TestParamInfo<kmod_job> &i) {
                              return std::string(i.param.name);
                          });
+
+/*
+ * Plain UCX on the shm job: its registrations of the detached segments stay
+ * cached, sends read the old pages and receives land in them. (Plain UCX
+ * runs no monitor: this is the job's plain run; the other jobs' are named
+ * at the top.)
+ */
+class test_kmod_mpi_plain : public rdma_fixture {
+};
+
+TEST_F(test_kmod_mpi_plain, shm_shows_the_failure)
+{
+    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_remap"),
+                              {"8", "shm", "both"}),
+                       mpi_env(), 300);
+    EXPECT_NE(0, r.status) << "plain UCX kept coherent: the test cannot see "
+                              "decoherence\n" << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("mpi_remap: FAILED")) << r.output;
+    EXPECT_NE(std::string::npos, r.output.find("SysV shm buffers")) << r.output;
+    EXPECT_EQ(std::string::npos, r.output.find("mrlease[")) << r.output;
+}
 
 /*
  * UCT programs never call UCP, so nothing of theirs runs progress: the
