@@ -4,6 +4,9 @@
  */
 #include "mrlease_test.h"
 
+#include <cstdio>
+#include <cstring>
+#include <map>
 #include <set>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -265,3 +268,65 @@ TEST_P(test_engine_scale, hundred_thousand_leases_and_events)
 }
 
 INSTANTIATE_TEST_SUITE_P(monitor, test_engine_scale, ::testing::Values("uffd", "ucm"));
+
+/* Anonymous mappings of at least 256 KiB: start -> (end, "nh" in VmFlags) */
+static std::map<uintptr_t, std::pair<uintptr_t, bool> > big_anon_vmas()
+{
+    std::map<uintptr_t, std::pair<uintptr_t, bool> > vmas;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    unsigned long start = 0, end = 0;
+    bool big = false;
+
+    if (f == NULL) {
+        return vmas;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx ", &s, &e) == 2) { /* a mapping's first line */
+            start = s;
+            end   = e;
+            big   = (end - start >= (256u << 10)) && (strstr(line, " 00:00 0") != NULL);
+        } else if (big && !strncmp(line, "VmFlags:", 8)) {
+            vmas[start] = std::make_pair(end, strstr(line, " nh") != NULL);
+        }
+    }
+    fclose(f);
+    return vmas;
+}
+
+/*
+ * The engine's threads touch a few pages of their stacks and queues; with
+ * THP "always", a 2 MiB-aligned part of such a mapping with one page in use
+ * can be faulted in or collapsed by khugepaged into a huge page, and the
+ * process grows by 2 MiB at a moment none of its own sets (seen as an RSS
+ * step in ucp_lifetime). Every large mapping the engine makes is therefore
+ * MADV_NOHUGEPAGE: "nh" in smaps. Failed when the threads ran on glibc's
+ * stacks and the queues were malloc'd (before b6959e1).
+ */
+TEST_F(test_engine, own_large_mappings_never_become_huge_pages)
+{
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0) {
+        GTEST_SKIP() << "this kernel has no transparent huge pages "
+                        "(/sys/kernel/mm/transparent_hugepage missing)";
+    }
+    auto before = big_anon_vmas();
+    ASSERT_FALSE(before.empty()) << "cannot read /proc/self/smaps";
+    ASSERT_EQ(UCS_OK, create("uffd"));
+    ASSERT_EQ(UCS_OK, ucs_mrlease_engine_start_dispatcher(m_engine));
+    auto after = big_anon_vmas();
+
+    /* new mappings, or old ones a new one was merged into */
+    size_t added = 0;
+    for (const auto &v : after) {
+        auto b = before.find(v.first);
+        if ((b != before.end()) && (b->second.first == v.second.first)) {
+            continue;
+        }
+        added += v.second.first - v.first;
+        EXPECT_TRUE(v.second.second) << "a mapping at 0x" << std::hex << v.first
+                                     << " made by the engine may become a huge page";
+    }
+    /* at least the reader's and the dispatcher's stacks (8 MiB each) */
+    EXPECT_GE(added, size_t(16) << 20);
+}
