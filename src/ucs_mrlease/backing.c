@@ -51,14 +51,22 @@ int ucs_mrlease_maps_walk(ucs_mrlease_vma_visit_t visit, void *arg)
     return ret;
 }
 
-static ucs_mrlease_backing_type_t backing_classify(uint64_t ino, const char *path)
+static ucs_mrlease_backing_type_t backing_classify(uint64_t dev, uint64_t ino,
+                                                   const char *path)
 {
     struct statfs sfs;
+    struct stat st;
 
     /* MAP_HUGETLB|MAP_ANONYMOUS shows a hugetlbfs inode, but nobody else
      * can open it: anonymous memory that userfaultfd may watch. */
     if ((ino == 0) || !strncmp(path, "/anon_hugepage", 14)) {
         return UCS_MRLEASE_BACKING_ANON;
+    }
+    /* A device node (a verbs queue from /dev/infiniband/uverbsN): before the
+     * tmpfs test, as /dev is a devtmpfs, which statfs calls tmpfs. */
+    if ((path[0] == '/') && (stat(path, &st) == 0) && (st.st_dev == dev) &&
+        (st.st_ino == ino) && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) {
+        return UCS_MRLEASE_BACKING_DEVICE;
     }
     if (!strncmp(path, "/SYSV", 5) || !strncmp(path, "/dev/zero", 9) ||
         !strncmp(path, "/memfd:", 7)) {
@@ -105,7 +113,7 @@ static int backing_visit(const ucs_mrlease_vma_t *vma, void *arg)
     if ((vma->start >= w->end) || (vma->start > w->covered)) {
         return 1; /* past the range, or a hole */
     }
-    type = backing_classify(vma->ino, vma->path);
+    type = backing_classify(vma->dev, vma->ino, vma->path);
     if (w->first) {
         w->backing->type     = type;
         w->backing->dev      = vma->dev;
@@ -116,6 +124,7 @@ static int backing_visit(const ucs_mrlease_vma_t *vma, void *arg)
         w->backing->dax      = backing_is_dax(vma->path);
         w->backing->sysv     = !strncmp(vma->path, "/SYSV", 5);
         w->backing->named    = (type != UCS_MRLEASE_BACKING_ANON) &&
+                               (type != UCS_MRLEASE_BACKING_DEVICE) &&
                                !w->backing->sysv &&
                                strncmp(vma->path, "/dev/zero", 9);
         if ((w->path != NULL) && (w->max > 0)) {

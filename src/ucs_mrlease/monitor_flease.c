@@ -69,6 +69,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 
 #define FLEASE_STATUS        "/proc/thread-self/status"
 #define FLEASE_BIT(_sig)     (1ull << ((_sig) - 1)) /* as /proc shows sigsets */
@@ -329,6 +330,7 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
     char path[4096], name[128];
     flease_file_t *file;
     ucs_status_t status;
+    struct stat st;
     int fd, err;
 
     /* FS-DAX: the kernel refuses long-term pins of its pages, so nothing
@@ -375,6 +377,17 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
             ucs_warn("mrlease: flease: cannot open %s: %m", path);
             pthread_mutex_unlock(&mon->lock);
             return UCS_ERR_IO_ERROR;
+        }
+        /* The kernel leases regular files only. Adopting anything else
+         * would remove it: a device's mmap from a fresh open of its node
+         * (a verbs queue's, from a uverbs descriptor without the context)
+         * fails after MAP_FIXED has unmapped what was there. */
+        if ((fstat(fd, &st) != 0) || !S_ISREG(st.st_mode)) {
+            ucs_diag("mrlease: flease: %s is not a regular file: no file lease",
+                     path);
+            close(fd);
+            pthread_mutex_unlock(&mon->lock);
+            return UCS_ERR_UNSUPPORTED;
         }
         file = calloc(1, sizeof(*file));
         if (file == NULL) {

@@ -78,9 +78,11 @@ typedef ucs_status_t (*ucs_mrlease_break_cb_t)(ucs_mrlease_t *lease,
 typedef enum {
     UCS_MRLEASE_BACKING_ANON,
     UCS_MRLEASE_BACKING_SHMEM, /**< shared anonymous, SysV shm, tmpfs file */
-    UCS_MRLEASE_BACKING_FILE,  /**< any other file */
+    UCS_MRLEASE_BACKING_FILE,  /**< any other regular file */
     UCS_MRLEASE_BACKING_MIXED, /**< several mappings of different kinds */
-    UCS_MRLEASE_BACKING_NONE   /**< not mapped */
+    UCS_MRLEASE_BACKING_NONE,  /**< not mapped */
+    UCS_MRLEASE_BACKING_DEVICE /**< a device's memory (a char or block device
+                                    node's mapping: verbs queues, ...) */
 } ucs_mrlease_backing_type_t;
 
 typedef struct ucs_mrlease_backing {
