@@ -25,6 +25,7 @@
 #include <ucp/api/ucp.h>
 
 #include <malloc.h>
+#include <stddef.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,16 +335,22 @@ static void bench_bytes_per_lease(const char *monitors)
 
 static void lease_layout(void)
 {
-    /* where the bytes of one lease go (the engine's own struct) */
-    printf("struct ucs_mrlease: %zu B: hot %zu, tree node %zu, pending event %zu, "
-           "backing %zu, the rest %zu (owner, callback, state, file lease, lists)\n",
+    /* where the bytes of one lease go (the engine's own struct; malloc adds
+     * 8 B and rounds to 16: a 120 B struct is a 128 B chunk) */
+    const size_t small = offsetof(struct ucs_mrlease, acc_first) -
+                         offsetof(struct ucs_mrlease, events);
+    const size_t acc   = offsetof(struct ucs_mrlease, dispatch_next) -
+                         offsetof(struct ucs_mrlease, acc_first);
+
+    printf("struct ucs_mrlease: %zu B: hot %zu, tree node %zu, engine+callback+arg "
+           "%zu, state/flags/events/monitors/backing bytes %zu, pending event %zu, "
+           "dispatch queue link %zu, side fields pointer %zu; the side fields "
+           "(shared memory, files, leases given an fd) %zu B more\n",
            sizeof(struct ucs_mrlease), sizeof(ucs_mrlease_hot_t),
-           sizeof(ucs_mrlease_tree_node_t), sizeof(ucs_mrlease_event_t),
-           sizeof(ucs_mrlease_backing_t),
-           sizeof(struct ucs_mrlease) - sizeof(ucs_mrlease_hot_t) -
-                   sizeof(ucs_mrlease_tree_node_t) - sizeof(ucs_mrlease_event_t) -
-                   sizeof(ucs_mrlease_backing_t));
+           sizeof(ucs_mrlease_tree_node_t), 3 * sizeof(void*), small, acc,
+           sizeof(void*), sizeof(void*), sizeof(ucs_mrlease_ext_t));
     fprintf(csv, "sizeof_lease,struct,1,%zu,B\n", sizeof(struct ucs_mrlease));
+    fprintf(csv, "sizeof_lease_ext,struct,1,%zu,B\n", sizeof(ucs_mrlease_ext_t));
 }
 
 int main(int argc, char **argv)

@@ -6,6 +6,8 @@
 #include "engine.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -165,4 +167,76 @@ ucs_status_t ucs_mrlease_backing_query(uintptr_t start, uintptr_t end,
         backing->type = UCS_MRLEASE_BACKING_MIXED;
     }
     return UCS_OK;
+}
+
+ucs_status_t ucs_mrlease_ext_get(ucs_mrlease_t *lease)
+{
+    if (lease->ext != NULL) {
+        return UCS_OK;
+    }
+    lease->ext = calloc(1, sizeof(*lease->ext));
+    if (lease->ext == NULL) {
+        ucs_error("mrlease: no memory for the file fields of lease [0x%lx, 0x%lx)",
+                  lease->hot.start, lease->hot.end);
+        return UCS_ERR_NO_MEMORY;
+    }
+    lease->ext->lease    = lease;
+    lease->ext->owner_fd = -1;
+    ucs_list_head_init(&lease->ext->file_list);
+    return UCS_OK;
+}
+
+void ucs_mrlease_ext_free(ucs_mrlease_t *lease)
+{
+    if (lease->ext == NULL) {
+        return;
+    }
+    if (lease->ext->owner_fd >= 0) {
+        close(lease->ext->owner_fd);
+    }
+    free(lease->ext);
+    lease->ext = NULL;
+}
+
+ucs_status_t ucs_mrlease_backing_store(ucs_mrlease_t *lease,
+                                       const ucs_mrlease_backing_t *b)
+{
+    ucs_status_t status;
+
+    lease->backing_type = b->type;
+    lease->backing_bits = (b->sysv ? UCS_MRLEASE_BACKING_SYSV : 0) |
+                          (b->named ? UCS_MRLEASE_BACKING_NAMED : 0) |
+                          (b->shared ? UCS_MRLEASE_BACKING_SHARED : 0) |
+                          (b->dax ? UCS_MRLEASE_BACKING_DAX : 0) |
+                          (b->writable ? UCS_MRLEASE_BACKING_WRITABLE : 0);
+    if ((lease->ext == NULL) && (b->dev == 0) && (b->ino == 0) &&
+        ((b->type == UCS_MRLEASE_BACKING_ANON) || (b->type == UCS_MRLEASE_BACKING_NONE))) {
+        /* private anonymous memory: nothing more to keep (its offset, a
+         * position in an anonymous vma, means nothing: read back as 0) */
+        return UCS_OK;
+    }
+    status = ucs_mrlease_ext_get(lease);
+    if (status != UCS_OK) {
+        return status;
+    }
+    lease->ext->dev    = b->dev;
+    lease->ext->ino    = b->ino;
+    lease->ext->offset = b->offset;
+    return UCS_OK;
+}
+
+void ucs_mrlease_backing(const ucs_mrlease_t *lease, ucs_mrlease_backing_t *b)
+{
+    memset(b, 0, sizeof(*b));
+    b->type     = (ucs_mrlease_backing_type_t)lease->backing_type;
+    b->sysv     = !!(lease->backing_bits & UCS_MRLEASE_BACKING_SYSV);
+    b->named    = !!(lease->backing_bits & UCS_MRLEASE_BACKING_NAMED);
+    b->shared   = !!(lease->backing_bits & UCS_MRLEASE_BACKING_SHARED);
+    b->dax      = !!(lease->backing_bits & UCS_MRLEASE_BACKING_DAX);
+    b->writable = !!(lease->backing_bits & UCS_MRLEASE_BACKING_WRITABLE);
+    if (lease->ext != NULL) {
+        b->dev    = lease->ext->dev;
+        b->ino    = lease->ext->ino;
+        b->offset = lease->ext->offset;
+    }
 }

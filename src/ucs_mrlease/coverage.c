@@ -86,19 +86,20 @@ static unsigned ucs_mrlease_kmod_covers(const ucs_mrlease_t *lease)
  * the flease monitor keeps as the kernel grants or refuses the file lease. */
 static unsigned ucs_mrlease_static_uncovered(const ucs_mrlease_t *lease)
 {
-    const ucs_mrlease_backing_t *b = &lease->backing;
-    unsigned uncovered             = 0;
+    unsigned bits      = lease->backing_bits;
+    unsigned uncovered = 0;
 
-    if (b->dax) {
+    if (bits & UCS_MRLEASE_BACKING_DAX) {
         return 0; /* the kernel refuses to pin FS-DAX pages: none go stale */
     }
     if (!(lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_UFFD))) {
         uncovered |= UCS_MRLEASE_UNCOVERED_RANGE;
     }
-    if (b->sysv) {
+    if (bits & UCS_MRLEASE_BACKING_SYSV) {
         uncovered |= UCS_MRLEASE_UNCOVERED_SHMDT;
     }
-    if (b->named && !(lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_FLEASE))) {
+    if ((bits & UCS_MRLEASE_BACKING_NAMED) &&
+        !(lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_FLEASE))) {
         uncovered |= UCS_MRLEASE_UNCOVERED_FILE;
     }
     uncovered &= ~ucs_mrlease_kmod_covers(lease);

@@ -4,12 +4,53 @@
  */
 #include "engine.h"
 
+#include <unistd.h>
 
-/* Fold an event into a lease's accumulated one; queue the lease once. */
+
+static unsigned ucs_mrlease_page_shift(void)
+{
+    return __builtin_ctzl(sysconf(_SC_PAGESIZE));
+}
+
+/* [start, end) of the lease (leases are whole pages) as page indexes */
+static void ucs_mrlease_acc_pages(const ucs_mrlease_t *lease, uintptr_t start,
+                                  uintptr_t end, uint32_t *first, uint32_t *last)
+{
+    unsigned shift = ucs_mrlease_page_shift();
+    uintptr_t mask = ((uintptr_t)1 << shift) - 1;
+
+    if (((lease->hot.end - lease->hot.start) >> shift) >= UCS_MRLEASE_ACC_TO_END) {
+        *first = 0; /* 16 TiB or more: recorded whole */
+        *last  = UCS_MRLEASE_ACC_TO_END;
+        return;
+    }
+    *first = (start - lease->hot.start) >> shift;
+    *last  = (end - lease->hot.start + mask) >> shift;
+}
+
+void ucs_mrlease_acc_take(ucs_mrlease_t *lease, ucs_mrlease_event_t *event)
+{
+    unsigned shift = ucs_mrlease_page_shift();
+
+    event->kinds     = lease->acc_kinds;
+    event->monitors  = lease->acc_monitors;
+    event->start     = lease->hot.start + ((uintptr_t)lease->acc_first << shift);
+    event->end       = (lease->acc_last == UCS_MRLEASE_ACC_TO_END) ?
+                       lease->hot.end :
+                       lease->hot.start + ((uintptr_t)lease->acc_last << shift);
+    event->new_start = lease->acc_new_start;
+    lease->acc_kinds     = 0;
+    lease->acc_monitors  = 0;
+    lease->acc_new_start = 0;
+}
+
+/* Fold an event into a lease's accumulated one; queue the lease once. The
+ * hull is kept in whole pages, as the lease is: a sub-page range reaches
+ * the owner as the pages it touches. */
 void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e)
 {
     ucs_mrlease_engine_t *engine = lease->engine;
-    ucs_mrlease_event_t *acc     = &lease->acc;
+    uint32_t first, last;
     uintptr_t start, end;
 
     if (e != NULL) {
@@ -20,26 +61,54 @@ void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e
             start = lease->hot.start;
             end   = lease->hot.end;
         }
-        if (acc->kinds == 0) {
-            acc->start = start;
-            acc->end   = end;
+        ucs_mrlease_acc_pages(lease, start, end, &first, &last);
+        if (lease->acc_kinds == 0) {
+            lease->acc_first = first;
+            lease->acc_last  = last;
         } else {
-            acc->start = (start < acc->start) ? start : acc->start;
-            acc->end   = (end > acc->end) ? end : acc->end;
+            lease->acc_first = (first < lease->acc_first) ? first : lease->acc_first;
+            lease->acc_last  = (last > lease->acc_last) ? last : lease->acc_last;
         }
-        acc->kinds    |= e->kinds;
-        acc->monitors |= UCS_BIT(e->monitor);
+        lease->acc_kinds    |= e->kinds;
+        lease->acc_monitors |= UCS_BIT(e->monitor);
         if (e->kinds & UCS_MRLEASE_EV_REMAP) {
-            acc->new_start = e->new_start + (start - e->start);
+            lease->acc_new_start = e->new_start + (start - e->start);
         }
     }
 
-    if (!(lease->flags & UCS_MRLEASE_FLAG_QUEUED) &&
+    if (!(lease->flags & (UCS_MRLEASE_FLAG_QUEUED | UCS_MRLEASE_FLAG_RELEASED)) &&
         (lease->state == UCS_MRLEASE_STATE_ARMED)) {
-        lease->flags |= UCS_MRLEASE_FLAG_QUEUED;
-        ucs_list_add_tail(&engine->dispatch_list, &lease->dispatch_list);
+        lease->flags        |= UCS_MRLEASE_FLAG_QUEUED;
+        lease->dispatch_next = NULL;
+        *engine->dispatch_tail = lease;
+        engine->dispatch_tail  = &lease->dispatch_next;
         /* seen by the next progress even if this is not a dispatch */
         ucs_mrlease_set_pending(engine);
+    }
+}
+
+/* Take the first lease off the dispatch queue (locked), or NULL. */
+static ucs_mrlease_t *ucs_mrlease_dispatch_pop(ucs_mrlease_engine_t *engine)
+{
+    ucs_mrlease_t *lease = engine->dispatch_head;
+
+    if (lease != NULL) {
+        engine->dispatch_head = lease->dispatch_next;
+        if (engine->dispatch_head == NULL) {
+            engine->dispatch_tail = &engine->dispatch_head;
+        }
+        lease->dispatch_next = NULL;
+        lease->flags        &= ~UCS_MRLEASE_FLAG_QUEUED;
+    }
+    return lease;
+}
+
+void ucs_mrlease_dispatch_reset(ucs_mrlease_engine_t *engine)
+{
+    ucs_mrlease_t *lease;
+
+    while ((lease = ucs_mrlease_dispatch_pop(engine)) != NULL) {
+        ucs_mrlease_unhold(lease);
     }
 }
 
@@ -111,26 +180,23 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
         }
     }
 
-    while (!ucs_list_is_empty(&engine->dispatch_list)) {
-        lease = ucs_list_extract_head(&engine->dispatch_list, ucs_mrlease_t,
-                                      dispatch_list);
-        lease->flags &= ~UCS_MRLEASE_FLAG_QUEUED;
+    while ((lease = ucs_mrlease_dispatch_pop(engine)) != NULL) {
+        if (lease->flags & UCS_MRLEASE_FLAG_RELEASED) {
+            ucs_mrlease_unhold(lease); /* released while queued */
+            continue;
+        }
         if (lease->state != UCS_MRLEASE_STATE_ARMED) {
             continue; /* broken: delivered again when restored; dead: nothing */
         }
 
-        event            = lease->acc;
-        event.kinds     &= lease->events;
-        lease->acc.kinds = 0;
-        lease->acc.monitors  = 0;
-        lease->acc.new_start = 0;
+        ucs_mrlease_acc_take(lease, &event);
+        event.kinds &= lease->events;
         if (event.kinds == 0) {
             continue;
         }
 
         lease->state = UCS_MRLEASE_STATE_BROKEN;
         __atomic_add_fetch(&lease->hot.generation, 1, __ATOMIC_RELEASE);
-        lease->broken_ns = ucs_mrlease_now_ns();
         lease->flags    |= UCS_MRLEASE_FLAG_CALLBACK;
         ++engine->counters.leases_broken;
         ++count;
@@ -144,7 +210,7 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
          * back into the engine: never hold ours across the callback.
          * Lifetime: the lease stays allocated until the callback returns,
          * even if another thread releases it meanwhile (RELEASED, freed
-         * below). Nothing else does: what arg points to may be freed by the
+         * below, or by the dispatch that pops it if it was queued again). Nothing else does: what arg points to may be freed by the
          * owner as soon as the release returns (UCX frees an rcache region
          * right after mem_dereg). An owner whose arg can go that way reads
          * it only under the engine lock while the lease is not RELEASED
@@ -157,7 +223,7 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
 
         lease->flags &= ~UCS_MRLEASE_FLAG_CALLBACK;
         if (lease->flags & UCS_MRLEASE_FLAG_RELEASED) {
-            ucs_mrlease_free(lease);
+            ucs_mrlease_unhold(lease);
             continue;
         }
         if ((status != UCS_INPROGRESS) &&

@@ -97,8 +97,11 @@ ucs_status_t ucs_mrlease_engine_init(ucs_mrlease_engine_t *engine)
     pthread_mutex_init(&engine->lock, &attr);
     pthread_mutex_init(&engine->dispatch_lock, &attr);
     pthread_mutexattr_destroy(&attr);
-    ucs_mrlease_tree_init(&engine->tree);
-    ucs_list_head_init(&engine->dispatch_list);
+    /* a node's range is its lease's hot.start, hot.end */
+    ucs_mrlease_tree_init(&engine->tree,
+                          (ptrdiff_t)offsetof(ucs_mrlease_t, hot.start) -
+                          (ptrdiff_t)offsetof(ucs_mrlease_t, node));
+    engine->dispatch_tail = &engine->dispatch_head;
 
     for (id = 0; id < UCS_MRLEASE_MONITOR_LAST; ++id) {
         if (!(engine->config.monitors & UCS_BIT(id))) {
@@ -175,6 +178,7 @@ void ucs_mrlease_engine_cleanup(ucs_mrlease_engine_t *engine)
 
     ucs_mrlease_fork_remove(engine);
     ucs_mrlease_reader_stop(engine);
+    ucs_mrlease_dispatch_reset(engine);
     ucs_mrlease_tree_walk(&engine->tree, ucs_mrlease_leak_visit, &leaked);
     if (leaked > 0) {
         ucs_warn("mrlease: engine %p destroyed with %zu leases still held",
@@ -275,6 +279,7 @@ ucs_status_t ucs_mrlease_acquire(ucs_mrlease_engine_t *engine, void *address,
                                  ucs_mrlease_t **lease_p)
 {
     uintptr_t page = sysconf(_SC_PAGESIZE);
+    ucs_mrlease_backing_t backing;
     char path[4096];
     ucs_mrlease_t *lease;
     ucs_status_t status;
@@ -294,29 +299,31 @@ ucs_status_t ucs_mrlease_acquire(ucs_mrlease_engine_t *engine, void *address,
     /* Leases cover whole pages: that is what registrations pin. */
     lease->hot.start  = (uintptr_t)address & ~(page - 1);
     lease->hot.end    = ((uintptr_t)address + length + page - 1) & ~(page - 1);
-    lease->node.start = lease->hot.start;
-    lease->node.end   = lease->hot.end;
     lease->engine     = engine;
     lease->cb         = params->cb;
     lease->arg        = params->arg;
     lease->events     = (params->field_mask & UCS_MRLEASE_PARAM_FIELD_EVENTS) ?
                         params->events : UCS_MRLEASE_EV_ALL;
     lease->state      = UCS_MRLEASE_STATE_ARMED;
-    lease->owner_fd   = -1;
-    ucs_list_head_init(&lease->file_list);
 
     if ((params->field_mask & UCS_MRLEASE_PARAM_FIELD_FD) && (params->fd >= 0)) {
-        lease->owner_fd = fcntl(params->fd, F_DUPFD_CLOEXEC, 0);
-        if (lease->owner_fd < 0) {
+        status = ucs_mrlease_ext_get(lease);
+        if (status != UCS_OK) {
+            goto err_free;
+        }
+        lease->ext->owner_fd = fcntl(params->fd, F_DUPFD_CLOEXEC, 0);
+        if (lease->ext->owner_fd < 0) {
             ucs_error("mrlease: cannot duplicate fd %d: %m", params->fd);
-            free(lease);
-            return UCS_ERR_INVALID_PARAM;
+            status = UCS_ERR_INVALID_PARAM;
+            goto err_free;
         }
     }
 
     status = ucs_mrlease_backing_query(lease->hot.start, lease->hot.end,
-                                       &lease->backing, path, sizeof(path),
-                                       NULL, NULL);
+                                       &backing, path, sizeof(path), NULL, NULL);
+    if (status == UCS_OK) {
+        status = ucs_mrlease_backing_store(lease, &backing);
+    }
     if (status != UCS_OK) {
         goto err_free;
     }
@@ -336,19 +343,23 @@ ucs_status_t ucs_mrlease_acquire(ucs_mrlease_engine_t *engine, void *address,
     return UCS_OK;
 
 err_free:
-    if (lease->owner_fd >= 0) {
-        close(lease->owner_fd);
-    }
+    ucs_mrlease_ext_free(lease);
     free(lease);
     return status;
 }
 
 void ucs_mrlease_free(ucs_mrlease_t *lease)
 {
-    if (lease->owner_fd >= 0) {
-        close(lease->owner_fd);
-    }
+    ucs_mrlease_ext_free(lease);
     free(lease);
+}
+
+void ucs_mrlease_unhold(ucs_mrlease_t *lease)
+{
+    if ((lease->flags & UCS_MRLEASE_FLAG_RELEASED) &&
+        !(lease->flags & (UCS_MRLEASE_FLAG_QUEUED | UCS_MRLEASE_FLAG_CALLBACK))) {
+        ucs_mrlease_free(lease);
+    }
 }
 
 void ucs_mrlease_release(ucs_mrlease_t *lease)
@@ -358,10 +369,6 @@ void ucs_mrlease_release(ucs_mrlease_t *lease)
     ucs_mrlease_engine_lock(engine);
     ucs_mrlease_tree_remove(&engine->tree, &lease->node);
     ucs_mrlease_disarm(engine, lease);
-    if (lease->flags & UCS_MRLEASE_FLAG_QUEUED) {
-        ucs_list_del(&lease->dispatch_list);
-        lease->flags &= ~UCS_MRLEASE_FLAG_QUEUED;
-    }
     if (lease->state == UCS_MRLEASE_STATE_BROKEN) {
         /* Dropping a broken registration is a way of restoring it. */
         ++engine->counters.leases_restored;
@@ -369,11 +376,10 @@ void ucs_mrlease_release(ucs_mrlease_t *lease)
         ucs_mrlease_notify_restored(engine, lease);
     }
     --engine->counters.leases_active;
-    if (lease->flags & UCS_MRLEASE_FLAG_CALLBACK) {
-        lease->flags |= UCS_MRLEASE_FLAG_RELEASED; /* dispatch frees it */
-    } else {
-        ucs_mrlease_free(lease);
-    }
+    /* A queued lease stays in the dispatch queue (singly linked): the
+     * dispatch that pops it frees it, as it does after a callback. */
+    lease->flags |= UCS_MRLEASE_FLAG_RELEASED;
+    ucs_mrlease_unhold(lease);
     ucs_mrlease_engine_unlock(engine);
 }
 
@@ -381,6 +387,7 @@ void ucs_mrlease_release(ucs_mrlease_t *lease)
 void ucs_mrlease_restored_locked(ucs_mrlease_t *lease, ucs_status_t status)
 {
     ucs_mrlease_engine_t *engine = lease->engine;
+    ucs_mrlease_backing_t backing;
 
     if (lease->state != UCS_MRLEASE_STATE_BROKEN) {
         ucs_warn("mrlease: lease %p restored while not broken (state %d)",
@@ -400,11 +407,14 @@ void ucs_mrlease_restored_locked(ucs_mrlease_t *lease, ucs_status_t status)
                                         lease);
             lease->monitored &= ~UCS_BIT(UCS_MRLEASE_MONITOR_UFFD);
         }
-        ucs_mrlease_backing_query(lease->hot.start, lease->hot.end,
-                                  &lease->backing, NULL, 0, NULL, NULL);
+        if (ucs_mrlease_backing_query(lease->hot.start, lease->hot.end,
+                                      &backing, NULL, 0, NULL, NULL) == UCS_OK) {
+            /* no memory for the file fields: no file lease (uncovered) */
+            ucs_mrlease_backing_store(lease, &backing);
+        }
         ucs_mrlease_arm(engine, lease);
         ucs_mrlease_cover(lease);
-        if (lease->acc.kinds != 0) {
+        if (lease->acc_kinds != 0) {
             /* More happened while it was broken: deliver on next progress. */
             ucs_mrlease_lease_event(lease, NULL);
         }
@@ -430,11 +440,6 @@ void ucs_mrlease_restored(ucs_mrlease_t *lease, ucs_status_t status)
 unsigned ucs_mrlease_monitored_by(const ucs_mrlease_t *lease)
 {
     return lease->monitored;
-}
-
-const ucs_mrlease_backing_t *ucs_mrlease_backing(const ucs_mrlease_t *lease)
-{
-    return &lease->backing;
 }
 
 ucs_status_t ucs_mrlease_inject(ucs_mrlease_engine_t *engine, void *address,

@@ -74,30 +74,80 @@ typedef enum {
 } ucs_mrlease_state_t;
 
 enum {
-    UCS_MRLEASE_FLAG_QUEUED   = UCS_BIT(0), /* on the engine's dispatch list */
+    UCS_MRLEASE_FLAG_QUEUED   = UCS_BIT(0), /* on the engine's dispatch queue */
     UCS_MRLEASE_FLAG_CALLBACK = UCS_BIT(1), /* owner callback running */
-    UCS_MRLEASE_FLAG_RELEASED = UCS_BIT(2)  /* released during its callback */
+    /* Released while its callback ran or while queued: the lease is out of
+     * the tree and disarmed, and is freed by whichever of the dispatch that
+     * pops it and the callback's return comes last (ucs_mrlease_unhold). */
+    UCS_MRLEASE_FLAG_RELEASED = UCS_BIT(2)
 };
 
+/* lease->backing_bits: the flags of ucs_mrlease_backing_t, packed */
+enum {
+    UCS_MRLEASE_BACKING_SYSV     = UCS_BIT(0),
+    UCS_MRLEASE_BACKING_NAMED    = UCS_BIT(1),
+    UCS_MRLEASE_BACKING_SHARED   = UCS_BIT(2),
+    UCS_MRLEASE_BACKING_DAX      = UCS_BIT(3),
+    UCS_MRLEASE_BACKING_WRITABLE = UCS_BIT(4)
+};
+
+/* acc_first/acc_last: page indexes in the lease; this one as acc_last means
+ * "to the lease's end" (a lease of 2^32 pages or more is recorded whole). */
+#define UCS_MRLEASE_ACC_TO_END UINT32_MAX
+
+/*
+ * What only some leases need, allocated beside the lease: those given an fd,
+ * and those whose memory is not private anonymous (a file, shared memory:
+ * what the file lease monitor may watch). lease->ext is NULL for the others.
+ */
+typedef struct ucs_mrlease_ext {
+    ucs_mrlease_t   *lease;
+    uint64_t        dev;          /* backing: of the first mapping */
+    uint64_t        ino;
+    uint64_t        offset;       /* file offset of the lease start */
+    int             owner_fd;     /* dup of params->fd, or -1 */
+    int             file_waiting; /* flease: a break waits for us */
+    void            *file;        /* flease: the leased file */
+    ucs_list_link_t file_list;    /* flease: leases on the same file */
+} ucs_mrlease_ext_t;
+
+/*
+ * One lease: 120 bytes (a 128-byte malloc chunk), checked below; make bench
+ * prints where they go. Small fields are bytes: each is its own memory
+ * location, all read and written under the engine lock (monitored is also
+ * read without it, as an atomic byte).
+ */
 struct ucs_mrlease {
-    ucs_mrlease_hot_t       hot;        /* must be first: read inline */
+    ucs_mrlease_hot_t       hot;        /* must be first: read inline; start
+                                           and end are the tree node's range */
     ucs_mrlease_tree_node_t node;
     ucs_mrlease_engine_t    *engine;
     ucs_mrlease_break_cb_t  cb;
     void                    *arg;
-    unsigned                events;     /* kinds the owner wants */
-    ucs_mrlease_state_t     state;
-    unsigned                flags;
-    unsigned                monitored;  /* monitors that armed this lease */
-    ucs_mrlease_event_t     acc;        /* accumulated, not yet delivered */
-    ucs_mrlease_backing_t   backing;
-    int                     owner_fd;   /* dup of params->fd, or -1 */
-    uint64_t                broken_ns;  /* when the callback was delivered */
-    void                    *file;      /* flease: the leased file */
-    int                     file_waiting; /* flease: a break waits for us */
-    ucs_list_link_t         file_list;  /* flease: leases on the same file */
-    ucs_list_link_t         dispatch_list;
+    uint8_t                 events;     /* kinds the owner wants */
+    uint8_t                 state;      /* ucs_mrlease_state_t */
+    uint8_t                 flags;
+    uint8_t                 monitored;  /* monitors that armed this lease */
+    uint8_t                 acc_kinds;  /* accumulated, not yet delivered: */
+    uint8_t                 acc_monitors;
+    uint8_t                 backing_type; /* ucs_mrlease_backing_type_t */
+    uint8_t                 backing_bits;
+    uint32_t                acc_first;  /* hull of the accumulated event, */
+    uint32_t                acc_last;   /* in pages: [first, last) */
+    uintptr_t               acc_new_start; /* REMAP: where the hull moved */
+    ucs_mrlease_t           *dispatch_next; /* the engine's dispatch queue */
+    ucs_mrlease_ext_t       *ext;       /* or NULL */
 };
+
+#ifdef __cplusplus /* the gtests include this header */
+#define mrl_static_assert static_assert
+#else
+#define mrl_static_assert _Static_assert
+#endif
+mrl_static_assert(UCS_MRLEASE_EV_ALL <= UINT8_MAX, "event kinds fit a byte");
+mrl_static_assert(UCS_BIT(UCS_MRLEASE_MONITOR_LAST) - 1 <= UINT8_MAX, "monitors fit a byte");
+mrl_static_assert((sizeof(void*) != 8) || (sizeof(struct ucs_mrlease) <= 120),
+               "a lease fits a 128-byte malloc chunk (issue 9: <= 128 B per lease)");
 
 struct ucs_mrlease_engine {
     ucs_mrlease_engine_hot_t hot;       /* must be first: read inline */
@@ -109,7 +159,8 @@ struct ucs_mrlease_engine {
     ucs_mrlease_queue_t      queue;
     ucs_mrlease_monitor_t    *monitors[UCS_MRLEASE_MONITOR_LAST];
     unsigned                 monitor_mask;
-    ucs_list_link_t          dispatch_list;
+    ucs_mrlease_t            *dispatch_head; /* leases with an event to deliver, */
+    ucs_mrlease_t            **dispatch_tail; /* in order, through dispatch_next */
     ucs_mrlease_counters_t   counters;  /* under lock, or atomics (held_*) */
     pid_t                    pid;
     int                      forked;    /* inherited through fork: watches nothing */
@@ -180,6 +231,20 @@ void     ucs_mrlease_set_uncovered(ucs_mrlease_t *lease, unsigned reasons, int o
 
 /* dispatch.c: queue an event for a lease found outside the tree (locked). */
 void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e);
+/* dispatch.c, locked: the event accumulated for a lease, then cleared */
+void ucs_mrlease_acc_take(ucs_mrlease_t *lease, ucs_mrlease_event_t *event);
+/* dispatch.c, locked: empty the dispatch queue, freeing the released leases
+ * in it (engine cleanup, forked child) */
+void ucs_mrlease_dispatch_reset(ucs_mrlease_engine_t *engine);
+
+/* backing.c: keep what backs the lease (after a query), allocating
+ * lease->ext when it is not private anonymous memory (or it has an fd). */
+ucs_status_t ucs_mrlease_backing_store(ucs_mrlease_t *lease,
+                                       const ucs_mrlease_backing_t *b);
+ucs_status_t ucs_mrlease_ext_get(ucs_mrlease_t *lease);
+void         ucs_mrlease_ext_free(ucs_mrlease_t *lease);
+/* engine.c, locked: free a released lease once nothing holds it */
+void ucs_mrlease_unhold(ucs_mrlease_t *lease);
 
 /* engine_fork.c: keep the engine fork-safe from init to cleanup */
 void ucs_mrlease_fork_add(ucs_mrlease_engine_t *engine);

@@ -68,12 +68,15 @@ static int ucs_mrlease_fork_uncover(ucs_mrlease_tree_node_t *node, void *arg)
     ucs_mrlease_t *lease = ucs_container_of(node, ucs_mrlease_t, node);
 
     ++*(uint64_t*)arg;
-    lease->flags        &= ~UCS_MRLEASE_FLAG_QUEUED; /* the list is made anew */
-    memset(&lease->acc, 0, sizeof(lease->acc));
+    lease->acc_kinds     = 0; /* the queue was emptied */
+    lease->acc_monitors  = 0;
+    lease->acc_new_start = 0;
     lease->monitored     = 0;
-    lease->file          = NULL;
-    lease->file_waiting  = 0;
-    ucs_list_head_init(&lease->file_list);
+    if (lease->ext != NULL) {
+        lease->ext->file         = NULL;
+        lease->ext->file_waiting = 0;
+        ucs_list_head_init(&lease->ext->file_list);
+    }
     lease->hot.uncovered = UCS_MRLEASE_UNCOVERED_RANGE;
     return 0;
 }
@@ -108,7 +111,7 @@ static void ucs_mrlease_fork_child_engine(ucs_mrlease_engine_t *engine)
     engine->queue.overflows         = 0;
     memset(engine->queue.kind_count, 0, sizeof(engine->queue.kind_count));
     memset(engine->queue.monitor_count, 0, sizeof(engine->queue.monitor_count));
-    ucs_list_head_init(&engine->dispatch_list);
+    ucs_mrlease_dispatch_reset(engine); /* frees the released ones */
 
     for (id = 0; id < UCS_MRLEASE_MONITOR_LAST; ++id) {
         mon = engine->monitors[id];

@@ -221,10 +221,11 @@ static int flease_is_adopted(const flease_file_t *file, uintptr_t start,
 static void flease_cover(flease_file_t *file)
 {
     int covered = file->leased && !file->breaking;
-    ucs_mrlease_t *lease;
+    ucs_mrlease_ext_t *ext;
 
-    ucs_list_for_each(lease, &file->leases, file_list) {
-        ucs_mrlease_set_uncovered(lease, UCS_MRLEASE_UNCOVERED_FILE_OPEN, !covered);
+    ucs_list_for_each(ext, &file->leases, file_list) {
+        ucs_mrlease_set_uncovered(ext->lease, UCS_MRLEASE_UNCOVERED_FILE_OPEN,
+                                  !covered);
     }
 }
 
@@ -336,13 +337,17 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
     /* FS-DAX: the kernel refuses long-term pins of its pages, so nothing
      * registered can go stale there (or the registration is on-demand paging,
      * coherent by itself): adopting and leasing would only hold changers. */
-    if (lease->backing.dax) {
+    if (lease->backing_bits & UCS_MRLEASE_BACKING_DAX) {
         return UCS_ERR_UNSUPPORTED;
     }
-    if (!lease->backing.shared || !(lease->events & UCS_MRLEASE_EV_FILE_BREAK) ||
-        ((lease->backing.type != UCS_MRLEASE_BACKING_FILE) &&
-         (lease->backing.type != UCS_MRLEASE_BACKING_SHMEM))) {
+    if (!(lease->backing_bits & UCS_MRLEASE_BACKING_SHARED) ||
+        !(lease->events & UCS_MRLEASE_EV_FILE_BREAK) ||
+        ((lease->backing_type != UCS_MRLEASE_BACKING_FILE) &&
+         (lease->backing_type != UCS_MRLEASE_BACKING_SHMEM))) {
         return UCS_ERR_UNSUPPORTED;
+    }
+    if (lease->ext == NULL) {
+        return UCS_ERR_NO_MEMORY; /* the engine had none for the file fields */
     }
     status = ucs_mrlease_backing_query(lease->hot.start, lease->hot.end, &backing,
                                        path, sizeof(path), &vstart, &vend);
@@ -354,8 +359,8 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
     pthread_mutex_lock(&mon->lock);
     file = flease_find(mon, backing.dev, backing.ino, -1);
     if (file == NULL) {
-        if (lease->owner_fd >= 0) {
-            fd = fcntl(lease->owner_fd, F_DUPFD_CLOEXEC, 0);
+        if (lease->ext->owner_fd >= 0) {
+            fd = fcntl(lease->ext->owner_fd, F_DUPFD_CLOEXEC, 0);
         } else if (super->engine->config.flease_adopt) {
             /* map_files opens the mapped file even if it was unlinked. Read
              * and write if we may, so adopted mappings keep VM_MAYWRITE. */
@@ -364,7 +369,7 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
             if (fd < 0) {
                 fd = open(path, O_RDWR | O_CLOEXEC);
             }
-            if ((fd < 0) && !lease->backing.writable) {
+            if ((fd < 0) && !(lease->backing_bits & UCS_MRLEASE_BACKING_WRITABLE)) {
                 fd = open(path, O_RDONLY | O_CLOEXEC);
             }
         } else {
@@ -402,7 +407,7 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
         ucs_list_add_tail(&mon->files, &file->list);
     }
 
-    if ((lease->owner_fd < 0) && super->engine->config.flease_adopt) {
+    if ((lease->ext->owner_fd < 0) && super->engine->config.flease_adopt) {
         status = flease_adopt(mon, file, lease);
         if ((status != UCS_OK) && (status != UCS_ERR_BUSY)) {
             goto err_drop;
@@ -416,7 +421,7 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
              * the owners then (FILE_REARM). */
             ucs_diag("mrlease: flease: %s is open elsewhere%s: not covered "
                      "until the kernel grants the lease", path,
-                     (lease->owner_fd < 0) ? "" : " (or the fd given is not "
+                     (lease->ext->owner_fd < 0) ? "" : " (or the fd given is not "
                      "the mapped one)");
             file->rearm = 1;
             ucs_mrlease_reader_wake(super->engine);
@@ -432,8 +437,8 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
         }
     }
 
-    lease->file = file;
-    ucs_list_add_tail(&file->leases, &lease->file_list);
+    lease->ext->file = file;
+    ucs_list_add_tail(&file->leases, &lease->ext->file_list);
     flease_cover(file);
     pthread_mutex_unlock(&mon->lock);
     return UCS_OK;
@@ -480,10 +485,10 @@ static void flease_release_break(ucs_mrlease_flease_t *mon, flease_file_t *file)
 
 static void flease_unwait(ucs_mrlease_flease_t *mon, ucs_mrlease_t *lease)
 {
-    flease_file_t *file = lease->file;
+    flease_file_t *file = lease->ext->file;
 
-    if (lease->file_waiting) {
-        lease->file_waiting = 0;
+    if (lease->ext->file_waiting) {
+        lease->ext->file_waiting = 0;
         --file->waiting;
         flease_release_break(mon, file);
     }
@@ -492,12 +497,12 @@ static void flease_unwait(ucs_mrlease_flease_t *mon, ucs_mrlease_t *lease)
 static void flease_disarm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
 {
     ucs_mrlease_flease_t *mon = ucs_derived_of(super, ucs_mrlease_flease_t);
-    flease_file_t *file       = lease->file;
+    flease_file_t *file       = lease->ext->file;
 
     pthread_mutex_lock(&mon->lock);
     flease_unwait(mon, lease);
-    ucs_list_del(&lease->file_list);
-    lease->file = NULL;
+    ucs_list_del(&lease->ext->file_list);
+    lease->ext->file = NULL;
     if (ucs_list_is_empty(&file->leases)) {
         flease_file_free(mon, file);
     }
@@ -509,7 +514,8 @@ static void flease_restored(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
     ucs_mrlease_flease_t *mon = ucs_derived_of(super, ucs_mrlease_flease_t);
 
     /* A break still queued for this lease has not been delivered yet. */
-    if ((lease->file == NULL) || (lease->acc.kinds & UCS_MRLEASE_EV_FILE_BREAK)) {
+    if ((lease->ext == NULL) || (lease->ext->file == NULL) ||
+        (lease->acc_kinds & UCS_MRLEASE_EV_FILE_BREAK)) {
         return;
     }
     pthread_mutex_lock(&mon->lock);
@@ -523,16 +529,16 @@ static void flease_resolve_file(ucs_mrlease_flease_t *mon, flease_file_t *file,
                                 unsigned kinds, ucs_mrlease_lease_visit_t visit,
                                 void *arg)
 {
-    ucs_mrlease_t *lease;
+    ucs_mrlease_ext_t *ext;
 
     file->seen = 1;
-    ucs_list_for_each(lease, &file->leases, file_list) {
+    ucs_list_for_each(ext, &file->leases, file_list) {
         if ((kinds & UCS_MRLEASE_EV_FILE_BREAK) && file->breaking &&
-            !lease->file_waiting && (lease->state != UCS_MRLEASE_STATE_DEAD)) {
-            lease->file_waiting = 1;
+            !ext->file_waiting && (ext->lease->state != UCS_MRLEASE_STATE_DEAD)) {
+            ext->file_waiting = 1;
             ++file->waiting;
         }
-        visit(lease, arg);
+        visit(ext->lease, arg);
     }
     flease_release_break(mon, file); /* nobody to wait for */
 }

@@ -173,7 +173,7 @@ static ucs_status_t uffd_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *lease)
     ucs_mrlease_uffd_t *mon = ucs_derived_of(super, ucs_mrlease_uffd_t);
     struct uffdio_register reg;
 
-    switch (lease->backing.type) {
+    switch (lease->backing_type) {
     case UCS_MRLEASE_BACKING_ANON:
         break;
     case UCS_MRLEASE_BACKING_SHMEM:

@@ -215,9 +215,11 @@ void         ucs_mrlease_release(ucs_mrlease_t *lease);
 /** The owner restored the registration after UCS_INPROGRESS (or failed). */
 void         ucs_mrlease_restored(ucs_mrlease_t *lease, ucs_status_t status);
 
-/** Which monitors cover the lease (mask), and what backs it. */
+/** Which monitors cover the lease (mask), and what backs it (as found at
+ * acquire, or at the last restore; copied into @a backing). */
 unsigned     ucs_mrlease_monitored_by(const ucs_mrlease_t *lease);
-const ucs_mrlease_backing_t *ucs_mrlease_backing(const ucs_mrlease_t *lease);
+void         ucs_mrlease_backing(const ucs_mrlease_t *lease,
+                                 ucs_mrlease_backing_t *backing);
 
 /** Why no running monitor vouches for the lease (ucs_mrlease_uncovered_t
  * mask; 0: a registration of it may be cached). */

@@ -6,11 +6,27 @@ extern "C" {
 }
 
 #include <algorithm>
+#include <cstddef>
 #include <random>
 #include <set>
 #include <vector>
 
 namespace {
+
+/* As in a lease: the range in two words the node reads, not in the node. */
+struct item {
+    uintptr_t               start;
+    uintptr_t               end;
+    ucs_mrlease_tree_node_t node;
+};
+
+const ptrdiff_t range_offset = (ptrdiff_t)offsetof(item, start) -
+                               (ptrdiff_t)offsetof(item, node);
+
+item *item_of(ucs_mrlease_tree_node_t *n)
+{
+    return reinterpret_cast<item*>(reinterpret_cast<char*>(n) + range_offset);
+}
 
 struct hits {
     std::vector<ucs_mrlease_tree_node_t*> nodes;
@@ -27,7 +43,7 @@ std::vector<ucs_mrlease_tree_node_t*> brute(const std::vector<ucs_mrlease_tree_n
 {
     std::vector<ucs_mrlease_tree_node_t*> out;
     for (auto n : all) {
-        if ((n->start < e) && (n->end > s)) {
+        if ((item_of(n)->start < e) && (item_of(n)->end > s)) {
             out.push_back(n);
         }
     }
@@ -41,9 +57,11 @@ int height_ok(ucs_mrlease_tree_node_t *n, uintptr_t *max_end)
         *max_end = 0;
         return 0;
     }
-    int hl = height_ok(n->left, &ml), hr = height_ok(n->right, &mr);
+    int hl = height_ok(ucs_mrlease_tree_left(n), &ml);
+    int hr = height_ok(ucs_mrlease_tree_right(n), &mr);
     EXPECT_LE(std::abs(hl - hr), 1);
-    *max_end = std::max(n->end, std::max(ml, mr));
+    EXPECT_EQ(1 + std::max(hl, hr), ucs_mrlease_tree_height(n)); /* the tagged height */
+    *max_end = std::max(item_of(n)->end, std::max(ml, mr));
     EXPECT_EQ(*max_end, n->max_end);
     return 1 + std::max(hl, hr);
 }
@@ -53,17 +71,17 @@ int height_ok(ucs_mrlease_tree_node_t *n, uintptr_t *max_end)
 TEST(lease_tree, random_against_brute_force)
 {
     std::mt19937_64 rng(42);
-    std::vector<ucs_mrlease_tree_node_t> storage(20000);
+    std::vector<item> storage(20000);
     std::vector<ucs_mrlease_tree_node_t*> live;
     ucs_mrlease_tree_t tree;
     uintptr_t max_end;
 
-    ucs_mrlease_tree_init(&tree);
+    ucs_mrlease_tree_init(&tree, range_offset);
     for (size_t i = 0; i < storage.size(); ++i) {
         storage[i].start = (rng() % 100000) * 4096;
         storage[i].end   = storage[i].start + (1 + rng() % 64) * 4096;
-        ucs_mrlease_tree_insert(&tree, &storage[i]);
-        live.push_back(&storage[i]);
+        ucs_mrlease_tree_insert(&tree, &storage[i].node);
+        live.push_back(&storage[i].node);
         if ((i % 3 == 2) && !live.empty()) { /* remove a random one */
             size_t k = rng() % live.size();
             ucs_mrlease_tree_remove(&tree, live[k]);
@@ -83,7 +101,7 @@ TEST(lease_tree, random_against_brute_force)
         /* in order of start, each exactly once */
         EXPECT_TRUE(std::is_sorted(got.nodes.begin(), got.nodes.end(),
                     [](ucs_mrlease_tree_node_t *a, ucs_mrlease_tree_node_t *b) {
-                        return a->start < b->start; }));
+                        return item_of(a)->start < item_of(b)->start; }));
         std::set<ucs_mrlease_tree_node_t*> a(got.nodes.begin(), got.nodes.end()),
                                            b(want.begin(), want.end());
         EXPECT_EQ(b, a);
@@ -92,15 +110,15 @@ TEST(lease_tree, random_against_brute_force)
 
 TEST(lease_tree, identical_ranges_and_stop)
 {
-    std::vector<ucs_mrlease_tree_node_t> n(10);
+    std::vector<item> n(10);
     ucs_mrlease_tree_t tree;
     hits got;
 
-    ucs_mrlease_tree_init(&tree);
+    ucs_mrlease_tree_init(&tree, range_offset);
     for (auto &x : n) {
         x.start = 4096;
         x.end   = 8192;
-        ucs_mrlease_tree_insert(&tree, &x);
+        ucs_mrlease_tree_insert(&tree, &x.node);
     }
     ucs_mrlease_tree_overlaps(&tree, 8191, 8192, collect, &got);
     EXPECT_EQ(10u, got.nodes.size());
@@ -112,7 +130,7 @@ TEST(lease_tree, identical_ranges_and_stop)
         return (++*static_cast<int*>(arg) == 3) ? 7 : 0; }, &visited));
     EXPECT_EQ(3, visited);
     for (auto &x : n) {
-        ucs_mrlease_tree_remove(&tree, &x);
+        ucs_mrlease_tree_remove(&tree, &x.node);
     }
     EXPECT_EQ(0u, tree.count);
     EXPECT_EQ(nullptr, tree.root);

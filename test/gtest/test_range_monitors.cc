@@ -148,7 +148,12 @@ TEST_P(test_range_monitor, shmdt)
     ASSERT_NE((void*)-1, (void*)p);
     memset(p, 1, len);
     auto l = lease(p, len);
-    EXPECT_EQ(UCS_MRLEASE_BACKING_SHMEM, ucs_mrlease_backing(l)->type);
+    ucs_mrlease_backing_t backing;
+    ucs_mrlease_backing(l, &backing);
+    EXPECT_EQ(UCS_MRLEASE_BACKING_SHMEM, backing.type);
+    EXPECT_TRUE(backing.sysv);
+    EXPECT_TRUE(backing.shared);
+    EXPECT_NE(0u, backing.ino); /* kept beside the lease (ext) */
     ASSERT_TRUE(ucs_mrlease_monitored_by(l) & m_bit);
 
     ASSERT_EQ(0, shmdt(p));
