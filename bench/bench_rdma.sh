@@ -15,7 +15,9 @@
 #   MRL_BENCH_SIZES   message sizes (default 8 64 512 4096 32768 262144 1048576 4194304)
 #   MRL_BENCH_CHURN   N values for the MPI runs, 0 = no change (default 0 100 10 1)
 #   MRL_BENCH_MIB     MiB per point (default 16)
-#   MRL_BENCH_PARTS   which parts to run (default "regcost engine perftest mpi")
+#   MRL_BENCH_PARTS   which parts to run (default "regcost engine pinned catchup
+#                     perftest mpi")
+#   MRL_BENCH_PINNED  R:A pairs in KiB for the pinned part (default 16384:64 16384:1024)
 set -uo pipefail
 build=${1:?usage: bench_rdma.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: bench_rdma.sh BUILD_DIR OUT_DIR}
@@ -28,11 +30,12 @@ export MRL_BENCH_SIZES="$sizes" MRL_BENCH_MIB="$mib" MRL_BENCH_CHURN=${MRL_BENCH
 export UCX_IB_GID_INDEX=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 csv=$out/bench-rdma.csv
 stacks=(plain cacheoff mrlease)
-parts=" ${MRL_BENCH_PARTS:-regcost engine perftest mpi} "
+parts=" ${MRL_BENCH_PARTS:-regcost engine pinned catchup perftest mpi} "
 part() { [ "${parts#* $1 }" != "$parts" ]; }
 port=23000
 
-for f in "$lib" "$counter" "$build/bench/bench_mpi" "$build/bench/bench_regcost"; do
+for f in "$lib" "$counter" "$build/bench/bench_mpi" "$build/bench/bench_regcost" \
+         "$build/bench/bench_pinned" "$build/test/rdma/ucp_lifetime"; do
     [ -e "$f" ] || { echo "bench_rdma: $f missing (make bench-rdma builds it)" >&2; exit 2; }
 done
 
@@ -136,6 +139,41 @@ if part engine; then
     for m in $guest_monitors; do
         "$build/bench/bench_engine" "$out/bench-engine-guest.csv" "$m" 2>/dev/null ||
             echo "bench_rdma: bench_engine $m failed" >&2
+    done
+fi
+
+# 2b. peak bytes registered (pinned) during one restore: a registration cache
+#     region, and a registration whose key a peer holds (a memory window)
+if part pinned; then
+    pcsv=$out/bench-pinned-guest.csv
+    echo "# machine,$machine" > "$pcsv"
+    echo "kind,case,R,A,round,peak_bytes,peak_over_R,before_over_R,after_over_R,vmpin_kib_at_reg,vmpin_peak_kib" >> "$pcsv"
+    echo "== peak pinned bytes during one restore (R registered, A of it replaced) =="
+    for round in $(seq "$rounds"); do
+        for ra in ${MRL_BENCH_PINNED:-16384:64 16384:1024}; do
+            env UCX_TLS=rc_verbs,ud_verbs,self UCX_NET_DEVICES=rxe0:1 \
+                LD_PRELOAD="$lib:$counter" UCX_IB_LEASE_ENABLE=y UCX_IB_LEASE_SUMMARY=n \
+                timeout 300 "$build/bench/bench_pinned" "$pcsv" "${ra%%:*}" "${ra##*:}" "$round" ||
+                echo "bench_rdma: bench_pinned $ra failed" >&2
+        done
+    done
+fi
+
+# 2c. each UCP call while a lease is broken: ucp_worker_progress() with nothing
+#     pending, while a memory window waits for memory gone for good (the
+#     catch-up path: one load between back-off retries), and after
+if part catchup; then
+    ccsv=$out/bench-catchup-guest.csv
+    echo "# machine,$machine" > "$ccsv"
+    echo "kind,phase,round,ns_per_call" >> "$ccsv"
+    echo "== ns per ucp_worker_progress() while a window waits for its memory =="
+    for round in $(seq "$rounds"); do
+        line=$(env UCX_TLS=rc_verbs,ud_verbs UCX_NET_DEVICES=rxe0:1 LD_PRELOAD="$lib" \
+            UCX_IB_LEASE_ENABLE=y UCX_IB_LEASE_SUMMARY=n timeout 300 \
+            "$build/test/rdma/ucp_lifetime" unbacked 2 2>/dev/null | grep "ns per call")
+        echo "  round $round: ${line#ucp_lifetime: }"
+        echo "$line" | sed -E 's/.*: ([0-9.]+) ns per call idle, ([0-9.]+) ns while.*, ([0-9.]+) ns once.*/\1 \2 \3/' |
+            awk -v r="$round" 'NF == 3 {printf "catchup,idle,%s,%s\ncatchup,broken,%s,%s\ncatchup,deregistered,%s,%s\n", r, $1, r, $2, r, $3}' >> "$ccsv"
     done
 fi
 

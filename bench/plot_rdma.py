@@ -87,7 +87,12 @@ def main():
     out = sys.argv[1]
     machine, rows, peaks = read_rows(os.path.join(out, "bench-rdma.csv"))
     if not rows:
-        sys.exit(f"plot_rdma: no rows in {out}/bench-rdma.csv")
+        # the parts that write their own CSV may have run alone
+        # (MRL_BENCH_PARTS="pinned catchup")
+        found = pinned(out) + catchup(out)
+        if not found:
+            sys.exit(f"plot_rdma: no rows in {out}/bench-rdma.csv")
+        return
     points = summarize(rows)
     summary = open(os.path.join(out, "bench-rdma-summary.csv"), "w")
     summary.write(f"# machine,{machine}\n")
@@ -142,6 +147,8 @@ def main():
         for p in peaks:
             print("  " + ", ".join(p[1:]))
     regcost(out, machine)
+    pinned(out)
+    catchup(out)
     print(f"\nsummary: {out}/bench-rdma-summary.csv; plots: {out}/bench-rdma-*.png")
 
 
@@ -262,6 +269,60 @@ def regcost(out, machine):
             cost = pin[size][0] + unpin[size][0]
             print(f"{size:>9} {cost:>13.1f} " + " ".join(
                 f"{100 * cost / (1e6 * size / rate):>12.0f}%" for _, rate in LINKS))
+
+
+def csv_rows(path, kind):
+    if not os.path.exists(path):
+        print(f"(no {path})")
+        return []
+    with open(path) as f:
+        return [r for r in csv.reader(f) if r and r[0] == kind]
+
+
+def pinned(out):
+    """peak bytes registered during one restore, over R (goal: <= R + A)"""
+    rows = csv_rows(os.path.join(out, "bench-pinned-guest.csv"), "pinned")
+    if not rows:
+        return 0
+    by, before, after, vmpin = defaultdict(list), defaultdict(list), defaultdict(list), {}
+    for _, case, r, a, rnd, peak, over, bef, aft, pin_reg, pin_peak in rows:
+        key = (case, int(r), int(a))
+        by[key].append(number(over))
+        before[key].append(number(bef))
+        after[key].append(number(aft))
+        vmpin[key] = (int(pin_reg), int(r) // 1024)
+    print("\n## bytes registered (pinned) for a range R during one restore of A of it, "
+          "over R (median [min..max] over rounds; goal: never more than R + A)")
+    print(f"{'case':>8} {'R KiB':>8} {'A KiB':>7} | {'before':>6} {'peak':>22} {'after':>6} "
+          f"| {'(R+A)/R':>8} {'met':>4} | VmPin at registering R")
+    for key in sorted(by):
+        case, r, a = key
+        s = spread(by[key])
+        goal = (r + a) / r
+        met = "yes" if s and s[2] <= goal + 1e-9 else "no"
+        pin_reg, r_kib = vmpin[key]
+        print(f"{case:>8} {r >> 10:>8} {a >> 10:>7} | {spread(before[key])[1]:>6.2f} "
+              f"{fmt_spread(s, 3):>22} {spread(after[key])[1]:>6.2f} | {goal:>8.3f} "
+              f"{met:>4} | +{pin_reg} KiB for {r_kib} KiB")
+    return len(rows)
+
+
+def catchup(out):
+    """ns per ucp_worker_progress() while a window waits for its memory"""
+    rows = csv_rows(os.path.join(out, "bench-catchup-guest.csv"), "catchup")
+    if not rows:
+        return 0
+    by = defaultdict(list)
+    for _, phase, rnd, ns in rows:
+        by[phase].append(number(ns))
+    print("\n## ns per ucp_worker_progress() while a lease is broken (a window "
+          "waits for its memory; median [min..max] over rounds)")
+    idle = spread(by.get("idle", []))
+    for phase in ("idle", "broken", "deregistered"):
+        s = spread(by.get(phase, []))
+        ratio = f"  ratio to idle {s[1] / idle[1]:.2f}" if s and idle else ""
+        print(f"  {phase:>13}: {fmt_spread(s, 1)} ns{ratio}")
+    return len(rows)
 
 
 if __name__ == "__main__":
