@@ -67,6 +67,13 @@ extern const ucs_mrlease_monitor_ops_t ucs_mrlease_flease_ops;
 extern const ucs_mrlease_monitor_ops_t ucs_mrlease_inject_ops;
 extern const ucs_mrlease_monitor_ops_t ucs_mrlease_kmod_ops;
 
+/* Tell every UCM VM_UNMAPPED handler of the process (each UCX registration
+ * cache subscribes one) that [start, end) changed, as a hooked munmap would:
+ * they drop their registrations of it. The ucm monitor does not report the
+ * range back to the engine. Takes UCM's event lock for reading; call it with
+ * no engine lock held (monitor_ucm.c). */
+void ucs_mrlease_ucm_feed(uintptr_t start, uintptr_t end);
+
 typedef enum {
     UCS_MRLEASE_STATE_ARMED,  /* coherent, monitors armed */
     UCS_MRLEASE_STATE_BROKEN, /* owner called back, restore awaited */

@@ -38,18 +38,38 @@ static void ucm_push(ucs_mrlease_engine_t *engine, uintptr_t start, uintptr_t en
     ucs_mrlease_queue_push(&engine->queue, &e, &engine->hot.pending);
 }
 
+/* Set while this thread feeds a range to UCM (ucs_mrlease_ucm_feed): the
+ * change was reported already, by the monitor that saw it. */
+static __thread int ucm_feeding;
+
 static void ucm_vm_unmapped(ucm_event_type_t type, ucm_event_t *event, void *arg)
 {
     ucs_mrlease_ucm_t *mon = arg;
     uintptr_t start        = (uintptr_t)event->vm_unmapped.address;
 
-    if (mon->forgotten) {
+    if (mon->forgotten || ucm_feeding) {
         return;
     }
     /* In the changer's thread, maybe inside malloc: no allocation, no lock
      * but the queue's spinlock. */
     ucm_push(mon->super.engine, start, start + event->vm_unmapped.size,
              UCS_MRLEASE_EV_UNMAP);
+}
+
+/*
+ * ucm_vm_munmap() only dispatches VM_UNMAPPED to the handlers (UCX 1.13 to
+ * 1.20, src/ucm/event/event.c): it unmaps nothing and installs no hook. Each
+ * registration cache's handler invalidates at once if it gets its page-table
+ * lock with trywrlock, else queues the range for its next lookup: it never
+ * waits, so this may run in the dispatcher thread or in a catch-up inside a
+ * cache's own mem_reg. Without UCM events (UCX_MEM_EVENTS=no) no cache has a
+ * handler and there is nothing to tell.
+ */
+void ucs_mrlease_ucm_feed(uintptr_t start, uintptr_t end)
+{
+    ucm_feeding = 1;
+    ucm_vm_munmap((void*)start, end - start);
+    ucm_feeding = 0;
 }
 
 static void ucm_before_fork(void)

@@ -7,7 +7,11 @@
  * invalidates its region with ucs_rcache_region_invalidate(): operations in
  * flight keep their reference and complete; the next lookup registers the
  * range again on its new pages; when the last reference goes, the region is
- * deregistered and the lease released.
+ * deregistered and the lease released. The region's range is then also
+ * fed to UCX's memory events (ucm_vm_munmap), so that every other
+ * registration cache of the process, UCP's among them, drops its
+ * registrations of it too: a change no UCM hook saw (a raw system call, a
+ * file changed by another process) would otherwise reach none of them.
  *
  * A registration is served from the cache only while a running monitor can
  * vouch for every way its memory can change (ucs_mrlease_cacheable()).

@@ -108,6 +108,7 @@ static ucs_status_t lrc_break(ucs_mrlease_t *lease, const ucs_mrlease_event_t *e
     ucs_mrlease_engine_t *engine = lease->engine;
     ucs_rcache_region_t *region  = NULL;
     ucs_mrlease_rcache_t *lrc    = NULL;
+    uintptr_t start, end;
     lrc_trailer_t *t;
 
     lrc_test_delay();
@@ -129,10 +130,17 @@ static ucs_status_t lrc_break(ucs_mrlease_t *lease, const ucs_mrlease_event_t *e
     ucs_mrlease_engine_unlock(engine);
 
     if (region != NULL) {
+        start = region->super.start;
+        end   = region->super.end;
         /* In-flight users keep their reference; the last put deregisters the
          * region, and mem_dereg releases the lease: that is the restore. */
         ucs_rcache_region_invalidate(lrc->rcache, region, lrc_invalidated, NULL);
         ucs_rcache_region_put(lrc->rcache, region);
+        /* UCX's other caches (UCP's keeps memory handles on top of this
+         * region) learn of it through their UCM handlers: a change that
+         * came through a hooked call was told to them already, but this one
+         * may have come from elsewhere, or with it (events merge) */
+        ucs_mrlease_ucm_feed(start, end);
     }
     return UCS_INPROGRESS;
 }
