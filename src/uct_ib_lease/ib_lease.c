@@ -3,11 +3,11 @@
  *
  * Preloaded into an unmodified UCX 1.13 process (contrib/mpirun-mrlease does
  * it for mpirun), it interposes the three ucs_rcache calls that UCX's IB
- * memory domain makes through the PLT: create, get and destroy. The
- * registration caches created by libuct_ib get leased regions (the engine's
- * rcache hook); every registration lookup handles pending decoherence first,
- * so a lookup after the memory changed registers the new pages. The rc/ud/dc
- * fast paths (post, poll, progress) are UCX's own and untouched.
+ * memory domain makes through the PLT: create, get (rcache_get_abi.c) and
+ * destroy. The registration caches created by libuct_ib get leased regions
+ * (the engine's rcache hook); every registration lookup handles pending
+ * decoherence first, so a lookup after the memory changed registers the new
+ * pages. The rc/ud/dc fast paths (post, poll, progress) are UCX's own and untouched.
  *
  * UCX_IB_LEASE_ENABLE=y turns it on; when it is off, or the running UCX is
  * not one it covers (ucx_compat.c says which, and why, on stderr), every
@@ -188,7 +188,7 @@ int ib_lease_caller_is_uct_ib(const void *ret_addr)
            (strstr(info.dli_fname, "libuct_ib.so") != NULL);
 }
 
-static ucs_mrlease_rcache_t *ib_lease_find(const ucs_rcache_t *rcache)
+static ucs_mrlease_rcache_t *ib_lease_find(const void *rcache)
 {
     unsigned i, n = __atomic_load_n(&ib_lease.num_slots, __ATOMIC_ACQUIRE);
 
@@ -269,8 +269,7 @@ ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *na
     return UCS_OK;
 }
 
-ucs_status_t ucs_rcache_get(ucs_rcache_t *rcache, void *address, size_t length,
-                            int prot, void *arg, ucs_rcache_region_t **region_p)
+void *ib_lease_rcache_get_next(void)
 {
     rcache_get_func_t real = __atomic_load_n(&ib_lease.real_get, __ATOMIC_ACQUIRE);
 
@@ -280,18 +279,26 @@ ucs_status_t ucs_rcache_get(ucs_rcache_t *rcache, void *address, size_t length,
         pthread_mutex_unlock(&ib_lease.lock);
         real = ib_lease.real_get;
     }
-    ucs_mrlease_rcache_t *lrc;
+    return (void*)real;
+}
+
+ucs_mrlease_rcache_t *ib_lease_rcache_leased(const void *rcache)
+{
+    /* Registration path, not the fast path: a short scan (no caches are
+     * leased while mrlease is off). */
+    return ib_lease_find(rcache);
+}
+
+ucs_status_t ib_lease_rcache_get_leased(ucs_mrlease_rcache_t *lrc, void *address,
+                                        size_t length, int prot, void *arg,
+                                        ucs_rcache_region_t **region_p)
+{
+    rcache_get_func_t real = (rcache_get_func_t)ib_lease_rcache_get_next();
     ucs_status_t status;
 
-    /* Registration path, not the fast path: a lookup costs a short scan (no
-     * caches are leased while mrlease is off) and one load when nothing is
-     * pending. */
-    lrc = ib_lease_find(rcache);
-    if (lrc == NULL) {
-        return real(rcache, address, length, prot, arg, region_p);
-    }
+    /* one load when nothing is pending */
     ib_lease_catch_up();
-    status = real(rcache, address, length, prot, arg, region_p);
+    status = real(lrc->rcache, address, length, prot, arg, region_p);
     if (status == UCS_OK) {
         /* memory no monitor can vouch for is registered for this use only */
         ucs_mrlease_rcache_served(lrc, *region_p);

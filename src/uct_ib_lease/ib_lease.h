@@ -64,5 +64,17 @@ int ib_lease_caller_is_uct_ib(const void *ret_addr);
 /* Decide now (once, from UCX_IB_LEASE_*) whether mrlease is on. */
 int ib_lease_is_on(void);
 
+/* For rcache_get_abi.c: the real ucs_rcache_get (as a plain address: its
+ * arguments depend on the UCX release), the leased cache that is rcache
+ * (NULL if none: then mrlease is off, or the cache is not the IB MD's), and
+ * a lookup in a leased cache, which exists only on the release built for. */
+struct ucs_mrlease_rcache;
+struct ucs_rcache_region;
+void *ib_lease_rcache_get_next(void);
+struct ucs_mrlease_rcache *ib_lease_rcache_leased(const void *rcache);
+ucs_status_t ib_lease_rcache_get_leased(struct ucs_mrlease_rcache *lrc, void *address,
+                                        size_t length, int prot, void *arg,
+                                        struct ucs_rcache_region **region_p);
+
 
 #endif
