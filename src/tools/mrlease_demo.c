@@ -123,7 +123,7 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("mrlease engine demo: monitors running: 0x%x (uffd=1 ucm=2 flease=4 "
-           "inject=8)\n\n", ucs_mrlease_engine_monitors(engine));
+           "inject=8 kmod=16)\n\n", ucs_mrlease_engine_monitors(engine));
     printf("  %-38s %-22s %-14s %s\n", "change to a leased 1 MiB buffer",
            "event", "caught by", "seen after");
 
