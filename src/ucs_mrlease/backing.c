@@ -53,26 +53,33 @@ int ucs_mrlease_maps_walk(ucs_mrlease_vma_visit_t visit, void *arg)
     return ret;
 }
 
+/* A device node's memory (a verbs queue from /dev/infiniband/uverbsN), told
+ * by the node itself: /dev is a devtmpfs, which statfs calls tmpfs. */
+static int backing_is_device(uint64_t dev, uint64_t ino, const char *path)
+{
+    struct stat st;
+
+    return (path[0] == '/') && (stat(path, &st) == 0) && (st.st_dev == dev) &&
+           (st.st_ino == ino) && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode));
+}
+
 static ucs_mrlease_backing_type_t backing_classify(uint64_t dev, uint64_t ino,
                                                    const char *path)
 {
     struct statfs sfs;
-    struct stat st;
 
     /* MAP_HUGETLB|MAP_ANONYMOUS shows a hugetlbfs inode, but nobody else
      * can open it: anonymous memory that userfaultfd may watch. */
     if ((ino == 0) || !strncmp(path, "/anon_hugepage", 14)) {
         return UCS_MRLEASE_BACKING_ANON;
     }
-    /* A device node (a verbs queue from /dev/infiniband/uverbsN): before the
-     * tmpfs test, as /dev is a devtmpfs, which statfs calls tmpfs. */
-    if ((path[0] == '/') && (stat(path, &st) == 0) && (st.st_dev == dev) &&
-        (st.st_ino == ino) && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) {
-        return UCS_MRLEASE_BACKING_DEVICE;
-    }
+    /* /dev/zero is a device node, but its mappings are memory */
     if (!strncmp(path, "/SYSV", 5) || !strncmp(path, "/dev/zero", 9) ||
         !strncmp(path, "/memfd:", 7)) {
         return UCS_MRLEASE_BACKING_SHMEM;
+    }
+    if (backing_is_device(dev, ino, path)) {
+        return UCS_MRLEASE_BACKING_DEVICE;
     }
     if ((statfs(path, &sfs) == 0) && (sfs.f_type == TMPFS_MAGIC)) {
         return UCS_MRLEASE_BACKING_SHMEM;
@@ -143,6 +150,28 @@ static int backing_visit(const ucs_mrlease_vma_t *vma, void *arg)
     }
     w->covered = vma->end;
     return w->covered >= w->end;
+}
+
+static int device_visit(const ucs_mrlease_vma_t *vma, void *arg)
+{
+    const uintptr_t *range = arg;
+
+    if (vma->end <= range[0]) {
+        return 0;
+    }
+    if (vma->start >= range[1]) {
+        return 1; /* maps is sorted: past the range */
+    }
+    return ((vma->ino != 0) && strncmp(vma->path, "/dev/zero", 9) &&
+            backing_is_device(vma->dev, vma->ino, vma->path)) ? 2 : 0;
+}
+
+int ucs_mrlease_range_maps_device(uintptr_t start, uintptr_t end)
+{
+    uintptr_t range[2] = {start, end};
+    int ret            = ucs_mrlease_maps_walk(device_visit, range);
+
+    return (ret < 0) ? -1 : (ret == 2);
 }
 
 ucs_status_t ucs_mrlease_backing_query(uintptr_t start, uintptr_t end,

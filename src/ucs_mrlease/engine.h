@@ -278,6 +278,10 @@ typedef struct ucs_mrlease_vma {
 typedef int (*ucs_mrlease_vma_visit_t)(const ucs_mrlease_vma_t *vma, void *arg);
 int ucs_mrlease_maps_walk(ucs_mrlease_vma_visit_t visit, void *arg);
 
+/* 1 if a device node's memory is mapped anywhere in [start, end), 0 if
+ * not, -1 if /proc/self/maps cannot be read. */
+int ucs_mrlease_range_maps_device(uintptr_t start, uintptr_t end);
+
 ucs_status_t ucs_mrlease_backing_query(uintptr_t start, uintptr_t end,
                                        ucs_mrlease_backing_t *backing,
                                        char *path, size_t max,

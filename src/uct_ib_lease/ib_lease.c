@@ -413,10 +413,12 @@ static void ib_lease_summary(void)
         ib_lease_keeper_counters_get(&kc);
         fprintf(stderr, "mrlease[%d]: remote keys: %llu kept through memory windows, "
                 "%llu windows re-bound to new pages, %llu waiting for their memory, "
-                "%llu lost it; %llu re-binds waited for a change under way\n",
+                "%llu lost it; %llu re-binds waited for a change under way; "
+                "%llu left unbound over a device's memory\n",
                 (int)getpid(), (unsigned long long)kc.kept,
                 (unsigned long long)kc.rebound, (unsigned long long)kc.unbacked,
-                (unsigned long long)kc.lost, (unsigned long long)kc.waited_for_changes);
+                (unsigned long long)kc.lost, (unsigned long long)kc.waited_for_changes,
+                (unsigned long long)kc.device_refused);
     }
 }
 

@@ -188,6 +188,23 @@ ucs_status_t ib_lease_rebind(ib_lease_kept_mr_t *k)
     if (fresh == NULL) {
         return UCS_ERR_NO_ELEM; /* not mapped (EFAULT), or beyond a file's end */
     }
+    /* The key was handed out for memory. A device's memory mapped where it
+     * was (a verbs queue the kernel put in the freed buffer's place) must
+     * never become writable by a peer still holding the key: wait, as for
+     * memory not mapped (docs/device-memory.md). Looked at after the
+     * registration: a mapping made since is a change, reported again. */
+    if (ucs_mrlease_range_maps_device((uintptr_t)k->addr,
+                                      (uintptr_t)k->addr + k->length) == 1) {
+        ib_lease_keeper.real_dereg(fresh);
+        if (!k->device_refused) {
+            k->device_refused = 1;
+            ++ib_lease_keeper.counters.device_refused;
+            ucs_diag("mrlease: memory %p..%p registered with remote key 0x%x "
+                     "now holds a device's memory: the key stays unbound",
+                     k->addr, UCS_PTR_BYTE_OFFSET(k->addr, k->length), k->rkey);
+        }
+        return UCS_ERR_NO_ELEM;
+    }
     status = ib_lease_mw_bind(k->binder, k->mw, fresh, k->addr, k->length,
                               k->remote_access, k->rkey);
     if (status != UCS_OK) {

@@ -26,6 +26,8 @@ typedef struct ib_lease_keeper_counters {
     uint64_t lost;     /* ...for longer than a second (reported once each) */
     uint64_t waited_for_changes; /* re-binds that waited for a hooked call's
                                     change to be made first (> 1 ms) */
+    uint64_t device_refused; /* windows not re-bound: a device's memory (a
+                                verbs queue) is mapped where theirs was */
 } ib_lease_keeper_counters_t;
 
 /* Non-zero while some window waits for its memory to be mapped again. The

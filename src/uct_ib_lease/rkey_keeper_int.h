@@ -46,6 +46,7 @@ typedef struct ib_lease_kept_mr {
     int                  bound;
     int                  lease_waits;   /* we answered UCS_INPROGRESS */
     int                  reported;
+    int                  device_refused; /* counted and said once */
     double               unbacked_since;
     double               next_retry;
     double               retry_interval; /* doubles per failed attempt */
