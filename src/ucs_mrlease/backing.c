@@ -162,8 +162,8 @@ static int device_visit(const ucs_mrlease_vma_t *vma, void *arg)
     if (vma->start >= range[1]) {
         return 1; /* maps is sorted: past the range */
     }
-    return ((vma->ino != 0) && strncmp(vma->path, "/dev/zero", 9) &&
-            backing_is_device(vma->dev, vma->ino, vma->path)) ? 2 : 0;
+    return (backing_classify(vma->dev, vma->ino, vma->path) ==
+            UCS_MRLEASE_BACKING_DEVICE) ? 2 : 0;
 }
 
 int ucs_mrlease_range_maps_device(uintptr_t start, uintptr_t end)
