@@ -38,10 +38,13 @@ ax[1].set_ylabel("us")
 ax[1].set_title("munmap of a leased 1 MiB range")
 ax[1].legend()
 
-for name, label in (("dispatch_one_of_n", "one event, 1 of N leases (ns/event)"),
-                    ("dispatch_all_per_lease", "one event, all N leases (ns/lease)")):
-    pts = sorted((int(r[2]), float(r[3])) for r in rows if r[0] == name)
-    ax[2].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+for name, label in (("dispatch_one_of_n", "1 of N leases (ns/event)"),
+                    ("dispatch_all_per_lease", "all N leases (ns/lease)")):
+    for variant in sorted({r[1] for r in rows if r[0] == name}):
+        pts = sorted((int(r[2]), float(r[3])) for r in rows
+                     if r[0] == name and r[1] == variant)
+        ax[2].plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                   label="%s, %s" % (variant, label))
 ax[2].set_xscale("log")
 ax[2].set_yscale("log")
 ax[2].set_xlabel("leases N")

@@ -35,6 +35,7 @@ void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
     MRL_PRINT(leases_broken);
     MRL_PRINT(leases_restored);
     MRL_PRINT(leases_dead);
+    MRL_PRINT(restores_remapped);
     MRL_PRINT(leases_unmonitored);
     for (i = 0; i < UCS_MRLEASE_UNCOVERED_REASONS; ++i) {
         fprintf(stream, "uncovered.%-15s %llu\n",

@@ -190,6 +190,9 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
         }
 
         ucs_mrlease_acc_take(lease, &event);
+        if (event.kinds & UCS_MRLEASE_EV_NEW_MAPPING) {
+            lease->flags |= UCS_MRLEASE_FLAG_REMAPPED;
+        }
         event.kinds &= lease->events;
         if (event.kinds == 0) {
             continue;

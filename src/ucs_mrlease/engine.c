@@ -401,16 +401,24 @@ void ucs_mrlease_restored_locked(ucs_mrlease_t *lease, ucs_status_t status)
         ucs_mrlease_notify_restored(engine, lease);
         /* An unmap drops the kernel's userfaultfd registration with the
          * vma: register the range's new pages, which may be of another
-         * kind than at acquire (and then covered by other monitors). */
-        if (lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_UFFD)) {
-            ucs_mrlease_uffd_ops.disarm(engine->monitors[UCS_MRLEASE_MONITOR_UFFD],
-                                        lease);
-            lease->monitored &= ~UCS_BIT(UCS_MRLEASE_MONITOR_UFFD);
-        }
-        if (ucs_mrlease_backing_query(lease->hot.start, lease->hot.end,
-                                      &backing, NULL, 0, NULL, NULL) == UCS_OK) {
-            /* no memory for the file fields: no file lease (uncovered) */
-            ucs_mrlease_backing_store(lease, &backing);
+         * kind than at acquire (and then covered by other monitors). A
+         * change that kept the vma (madvise, fork, a file's break) kept
+         * its kind too: no need to read the memory map again (tens of
+         * microseconds per lease, which a mass restore pays N times). */
+        if ((lease->flags & UCS_MRLEASE_FLAG_REMAPPED) ||
+            (lease->acc_kinds & UCS_MRLEASE_EV_NEW_MAPPING)) {
+            lease->flags &= ~UCS_MRLEASE_FLAG_REMAPPED;
+            ++engine->counters.restores_remapped;
+            if (lease->monitored & UCS_BIT(UCS_MRLEASE_MONITOR_UFFD)) {
+                ucs_mrlease_uffd_ops.disarm(engine->monitors[UCS_MRLEASE_MONITOR_UFFD],
+                                            lease);
+                lease->monitored &= ~UCS_BIT(UCS_MRLEASE_MONITOR_UFFD);
+            }
+            if (ucs_mrlease_backing_query(lease->hot.start, lease->hot.end,
+                                          &backing, NULL, 0, NULL, NULL) == UCS_OK) {
+                /* no memory for the file fields: no file lease (uncovered) */
+                ucs_mrlease_backing_store(lease, &backing);
+            }
         }
         ucs_mrlease_arm(engine, lease);
         ucs_mrlease_cover(lease);

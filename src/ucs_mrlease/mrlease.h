@@ -156,6 +156,8 @@ typedef struct ucs_mrlease_counters {
     uint64_t leases_broken;      /**< callbacks delivered */
     uint64_t leases_restored;
     uint64_t leases_dead;        /**< owner could not restore */
+    uint64_t restores_remapped;  /**< restores that read the memory map again
+                                      (the change may have replaced the mapping) */
     uint64_t leases_unmonitored; /**< acquired with a change no monitor could see */
     uint64_t uncovered[UCS_MRLEASE_UNCOVERED_REASONS]; /**< ...by reason */
     uint64_t uncached[UCS_MRLEASE_UNCOVERED_REASONS];  /**< registrations served

@@ -6,6 +6,7 @@
 #include "mrlease_test.h"
 
 #include <signal.h>
+#include <string.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
@@ -207,6 +208,47 @@ TEST_P(test_range_monitor, fork)
     EXPECT_EQ((uintptr_t)p, ev[0].ev.start);
     EXPECT_EQ((uintptr_t)p + len, ev[0].ev.end);
     munmap(p, len);
+}
+
+/* A restore after a change that kept the vma (madvise, as userfaultfd tells
+ * it) re-arms without reading the memory map again, and the lease is still
+ * watched: a later munmap by the same means is seen; its restore reads the
+ * map. */
+TEST_P(test_range_monitor, restore_after_dontneed_keeps_watching)
+{
+    size_t len = 8 * m_page;
+    char *p    = (char*)map_anon(len);
+    auto l     = lease(p, len);
+
+    memset(p, 1, len);
+    if (uffd()) {
+        ASSERT_EQ(0, syscall(SYS_madvise, p, len, MADV_DONTNEED));
+    } else {
+        ASSERT_EQ(0, madvise(p, len, MADV_DONTNEED));
+    }
+    /* UCM tells a madvise as VM_UNMAPPED, as it tells a munmap: that one
+     * restore reads the map (an unmap may have replaced the mapping) */
+    unsigned reads = uffd() ? 0 : 1;
+    expect_one(l, uffd() ? UCS_MRLEASE_EV_REMOVE : UCS_MRLEASE_EV_UNMAP,
+               (uintptr_t)p, (uintptr_t)p + len);
+    auto c = counters();
+    EXPECT_EQ(1u, c.leases_restored);
+    EXPECT_EQ(reads, c.restores_remapped) << "the memory map was read again";
+    EXPECT_TRUE(ucs_mrlease_monitored_by(l) & m_bit);
+
+    memset(p, 2, len);
+    if (uffd()) {
+        ASSERT_EQ(0, syscall(SYS_munmap, p, len));
+    } else {
+        ASSERT_EQ(0, munmap(p, len));
+    }
+    ucs_mrlease_progress(m_engine);
+    auto ev = events_of(l);
+    ASSERT_EQ(2u, ev.size()) << "the munmap after the restore went unseen";
+    EXPECT_TRUE(ev[1].ev.kinds & UCS_MRLEASE_EV_UNMAP);
+    c = counters();
+    EXPECT_EQ(2u, c.leases_restored);
+    EXPECT_EQ(reads + 1, c.restores_remapped);
 }
 
 /* The thread that runs progress is the changer: the engine's own reader
