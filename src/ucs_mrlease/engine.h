@@ -88,15 +88,14 @@ enum {
      * pops it and the callback's return comes last (ucs_mrlease_unhold). */
     UCS_MRLEASE_FLAG_RELEASED = UCS_BIT(2),
     /* Broken by a change that may have replaced the mapping (unmap, remap,
-     * injected): its restore reads the memory map again to re-arm. Other
-     * changes (madvise, fork, a file's break) keep the vma, and the kind of
-     * memory with it. */
+     * also when injected as such): its restore reads the memory map again
+     * to re-arm. Other changes (madvise, fork, a file's break) keep the
+     * vma, and the kind of memory with it. */
     UCS_MRLEASE_FLAG_REMAPPED = UCS_BIT(3)
 };
 
 /* Kinds after which the range may be mapped by something else. */
-#define UCS_MRLEASE_EV_NEW_MAPPING \
-    (UCS_MRLEASE_EV_UNMAP | UCS_MRLEASE_EV_REMAP | UCS_MRLEASE_EV_INJECT)
+#define UCS_MRLEASE_EV_NEW_MAPPING (UCS_MRLEASE_EV_UNMAP | UCS_MRLEASE_EV_REMAP)
 
 /* lease->backing_bits: the flags of ucs_mrlease_backing_t, packed */
 enum {
