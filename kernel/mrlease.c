@@ -159,6 +159,36 @@ static void mrl_queue_event(struct mrl_ctx *ctx, struct mrl_slot *slot,
 	ctx->count++;
 }
 
+/*
+ * A CLEAR of one aligned 2 MiB that the owner's own thread raises while it
+ * holds its mmap_lock for write replaces no page a registration pins: it is
+ * a vma split or merge re-arranging page tables (__split_huge_pmd() raises
+ * it around the cut, huge page or not; libibverbs' MADV_DONTFORK and
+ * MADV_DOFORK around every registration split and merge vmas), or a
+ * collapse or migration that a pinned page makes fail. Zaps (madvise
+ * DONTNEED, FREE) hold the lock for read, unmaps raise UNMAP, and another
+ * process's truncate holds no lock of this mm. Breaking on it made every
+ * registration break its neighbours', which re-registered and split again.
+ * The write owner is told by the rwsem's owner word: another thread of the
+ * process holding the lock for write must not hide a real CLEAR.
+ */
+static bool mrl_split_clear(const struct mmu_notifier_range *range)
+{
+#ifdef CONFIG_PREEMPT_RT
+	return false;
+#else
+	struct rw_semaphore *sem;
+
+	if (range->event != MMU_NOTIFY_CLEAR || current->mm != range->mm ||
+	    !IS_ALIGNED(range->start, PMD_SIZE) ||
+	    range->end - range->start != PMD_SIZE)
+		return false;
+	sem = &range->mm->mmap_lock;
+	return (atomic_long_read(&sem->count) & 1) &&
+	       atomic_long_read(&sem->owner) == (long)current;
+#endif
+}
+
 static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 			   const struct mmu_notifier_range *range,
 			   unsigned long cur_seq)
@@ -173,7 +203,7 @@ static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 	/* Never sleeps: only ev_lock, so blockable or not is the same. */
 	spin_lock(&ctx->ev_lock);
 	mmu_interval_set_seq(mni, cur_seq);
-	if (!kind) {
+	if (!kind || mrl_split_clear(range)) {
 		WRITE_ONCE(ctx->status->ignored, ctx->status->ignored + 1);
 		spin_unlock(&ctx->ev_lock);
 		return true;

@@ -269,6 +269,19 @@ int main(int argc, char **argv)
         watch(&w, a, 64 * page); /* the first 64 pages of a huge page */
         mprotect(a + 256 * page, page, PROT_READ); /* same huge page, not ours */
         report("thp_split_beside", &w, (uintptr_t)a, (uintptr_t)a + 64 * page);
+        /* what libibverbs does around each registration when fork support
+         * is on: MADV_DONTFORK (a split), MADV_DOFORK (a merge), here of a
+         * page in the same huge page, not ours: the pages stay */
+        watch(&w, a + 512 * page, 64 * page);
+        madvise(a + 768 * page, page, MADV_DONTFORK);
+        madvise(a + 768 * page, page, MADV_DOFORK);
+        report("dontfork_beside", &w, (uintptr_t)a + 512 * page,
+               (uintptr_t)a + 576 * page);
+        /* the owner drops a whole huge page (the lock held for read): told */
+        watch(&w, a + 2 * huge, 64 * page);
+        syscall(SYS_madvise, a + 2 * huge, huge, MADV_DONTNEED);
+        report("dontneed_huge_page", &w, (uintptr_t)a + 2 * huge,
+               (uintptr_t)a + 2 * huge + 64 * page);
         munmap(r, big + huge);
     }
 
