@@ -18,100 +18,19 @@
  * the mapping: map the same file pages over the range from our own fd,
  * before anything is registered there, so ours becomes the only description.
  *
- * Signals: the application's stay the application's. The kernel's only
- * notice of a break is a signal to the file's owner (fasync). We set the
- * owner to the reader thread (F_SETOWN_EX F_OWNER_TID) and the signal
- * (F_SETSIG, UCX_MRLEASE_FLEASE_SIGNAL) before F_SETLEASE, whose own
- * __f_setown(force=0) keeps an owner already set; so the signal, and the
- * SIGIO the kernel sends instead when the real-time queue is full, are
- * queued on the reader thread's private pending set, never the process's.
- * The reader blocks every signal and polls a signalfd for {signal, SIGIO}.
- * But a signalfd is readable, and its read() dequeues, from the thread's
- * private set and also from the process-wide shared set, where the
- * application's own process-directed SIGIO or signal waits until one of its
- * threads takes it (dequeue_signal(): private first, then shared). So:
- *  - a signal is only a wake-up; F_GETLEASE is the truth (during a pending
- *    break it already reports the target type, not F_WRLCK), asked of every
- *    held file on each wake-up, before anything else;
- *  - we read one siginfo at a time, and only while the reader's private set
- *    (SigPnd in /proc/thread-self/status, not ShdPnd) has the signal or
- *    SIGIO: the read then takes a private one, as private comes first;
- *  - a wake-up with nothing of ours pending is the application's signal on
- *    its way to one of its threads, or left pending by an application that
- *    blocks it: we must not read it and must not spin on it, so that signal
- *    (and only that one: an application's SIGIO does not delay our real-time
- *    wake-ups) is left out of the signalfd's mask for a back-off, 1 ms
- *    doubling up to the re-arm interval, during which each tick asks the
- *    files with F_GETLEASE: no break waits longer than the back-off. With no
- *    file leased there is no tick at all, and none either while nothing of
- *    the application's is pending: no timer noise.
- * Rejected: a process-wide handler (the application's to install), reading
- * the application's signal and queueing it again (changes order, sender
- * and value, and wakes us again), polling F_GETLEASE on a timer alone
- * (periodic wake-ups whenever anything is leased, and latency = period),
- * a helper process as the owner (the application would see its SIGCHLD),
- * yielding for the application's thread to take its signal before backing
- * off (a yield on a busy CPU cost milliseconds of every break's latency).
- * Left: an application that sets SIGIO (or our signal) to SIG_IGN flushes
- * it from every thread's pending set, ours too. A break signalled in that
- * very instant wakes nobody: it is seen at the reader's next look (at worst
- * the kernel lets the change go after lease-break-time: file_leases_forced).
+ * Signals: the application's stay the application's (flease_signals.c).
  */
 #define _GNU_SOURCE
-#include "engine.h"
+#include "monitor_flease.h"
 
-#include <ucm/api/ucm.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-
-#define FLEASE_STATUS        "/proc/thread-self/status"
-#define FLEASE_BIT(_sig)     (1ull << ((_sig) - 1)) /* as /proc shows sigsets */
-
-typedef struct {
-    uintptr_t start;
-    uintptr_t end;
-} flease_range_t;
-
-typedef struct {
-    ucs_list_link_t list;
-    uint64_t        dev;
-    uint64_t        ino;
-    int             fd;            /* ours; the kernel lease is on it */
-    int             leased;        /* the kernel lease is held */
-    int             rearm;         /* released after a break: take it back */
-    int             breaking;      /* a break is waiting for us */
-    int             seen;          /* ...and a progress call has seen it */
-    unsigned        waiting;       /* leases still to restore for the break */
-    uint64_t        break_ns;
-    ucs_list_link_t leases;
-    flease_range_t  *adopted;      /* ranges re-mapped onto fd */
-    unsigned        num_adopted;
-} flease_file_t;
-
-typedef struct {
-    ucs_mrlease_monitor_t super;
-    int                   sfd;
-    int                   signo;
-    pthread_mutex_t       lock;   /* files: engine side and reader side */
-    ucs_list_link_t       files;
-    int                   rearm_ms;
-    uint64_t              stall_ns;
-    /* reader thread only */
-    int                   status_fd;  /* its /proc/thread-self/status, or -1 */
-    int                   status_warned;
-    uint64_t              sfd_bits;   /* signals in the signalfd's mask */
-    int                   backoff_ms; /* 0, or some are left out of it */
-    uint64_t              backoff_end_ns;
-    int                   parked;     /* backing off with nothing leased, so no
-                                       * tick: arm wakes the reader (locked) */
-} ucs_mrlease_flease_t;
 
 static ucs_status_t flease_open(ucs_mrlease_engine_t *engine,
                                 ucs_mrlease_monitor_t **mon_p)
@@ -202,19 +121,6 @@ static flease_file_t *flease_find(ucs_mrlease_flease_t *mon, uint64_t dev,
     return NULL;
 }
 
-static int flease_is_adopted(const flease_file_t *file, uintptr_t start,
-                             uintptr_t end)
-{
-    unsigned i;
-
-    for (i = 0; i < file->num_adopted; ++i) {
-        if ((file->adopted[i].start <= start) && (end <= file->adopted[i].end)) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* Leases on the file are covered only while the kernel lease is ours and
  * no change is waiting: otherwise a registration made now could be of pages
  * another process is about to replace (mon->lock held). */
@@ -227,86 +133,6 @@ static void flease_cover(flease_file_t *file)
         ucs_mrlease_set_uncovered(ext->lease, UCS_MRLEASE_UNCOVERED_FILE_OPEN,
                                   !covered);
     }
-}
-
-typedef struct {
-    flease_file_t        *file;
-    ucs_mrlease_engine_t *engine;
-    ucs_status_t         status;
-} flease_adopt_walk_t;
-
-static ucs_status_t flease_add_adopted(flease_file_t *file, uintptr_t start,
-                                       uintptr_t end)
-{
-    flease_range_t *ranges;
-
-    ranges = realloc(file->adopted, (file->num_adopted + 1) * sizeof(*ranges));
-    if (ranges == NULL) {
-        return UCS_ERR_NO_MEMORY;
-    }
-    file->adopted = ranges;
-    file->adopted[file->num_adopted].start = start;
-    file->adopted[file->num_adopted].end   = end;
-    ++file->num_adopted;
-    return UCS_OK;
-}
-
-static int flease_adopt_visit(const ucs_mrlease_vma_t *vma, void *arg)
-{
-    flease_adopt_walk_t *w = arg;
-    flease_file_t *file    = w->file;
-    int prot;
-    void *p;
-
-    if ((vma->dev != file->dev) || (vma->ino != file->ino) ||
-        flease_is_adopted(file, vma->start, vma->end)) {
-        return 0;
-    }
-    if (!vma->shared) {
-        /* Re-mapping would drop its copied-on-write pages. */
-        ucs_diag("mrlease: flease: a private mapping [0x%lx, 0x%lx) of %s holds "
-                 "the file open: no lease until it is unmapped", vma->start,
-                 vma->end, vma->path);
-        w->status = UCS_ERR_BUSY;
-        return 0;
-    }
-    prot = (vma->readable ? PROT_READ : 0) | (vma->writable ? PROT_WRITE : 0) |
-           (vma->exec ? PROT_EXEC : 0);
-    /* ucm_orig_mmap: the pages stay the same, so this is no decoherence and
-     * must not raise events in ours or UCX's hooks. */
-    p = ucm_orig_mmap((void*)vma->start, vma->end - vma->start, prot,
-                      MAP_SHARED | MAP_FIXED, file->fd, (off_t)vma->offset);
-    if (p == MAP_FAILED) {
-        ucs_diag("mrlease: flease: cannot adopt [0x%lx, 0x%lx) of %s: %m",
-                 vma->start, vma->end, vma->path);
-        w->status = UCS_ERR_IO_ERROR;
-        return 0;
-    }
-    if (flease_add_adopted(file, vma->start, vma->end) != UCS_OK) {
-        w->status = UCS_ERR_NO_MEMORY;
-        return 1;
-    }
-    ++w->engine->counters.file_leases_adopted;
-    return 0;
-}
-
-/* The kernel grants a write lease only if ours is the file's sole open
- * description, and every mapping holds the description it was made from.
- * So re-map every shared mapping of the file in this process from our fd:
- * same pages, same offsets, same protection. Done before the owner
- * registers the range, so no registration can see a replaced vma. */
-static ucs_status_t flease_adopt(ucs_mrlease_flease_t *mon, flease_file_t *file,
-                                 ucs_mrlease_t *lease)
-{
-    flease_adopt_walk_t w = {file, mon->super.engine, UCS_OK};
-
-    if (flease_is_adopted(file, lease->hot.start, lease->hot.end)) {
-        return UCS_OK;
-    }
-    if (ucs_mrlease_maps_walk(flease_adopt_visit, &w) < 0) {
-        return UCS_ERR_IO_ERROR;
-    }
-    return w.status;
 }
 
 /* Take the kernel lease on file->fd; 0, or the errno. */
@@ -408,7 +234,7 @@ static ucs_status_t flease_arm(ucs_mrlease_monitor_t *super, ucs_mrlease_t *leas
     }
 
     if ((lease->ext->owner_fd < 0) && super->engine->config.flease_adopt) {
-        status = flease_adopt(mon, file, lease);
+        status = ucs_mrlease_flease_adopt(mon, file, lease);
         if ((status != UCS_OK) && (status != UCS_ERR_BUSY)) {
             goto err_drop;
         }
@@ -623,98 +449,6 @@ static void flease_check(ucs_mrlease_flease_t *mon)
     }
 }
 
-static uint64_t flease_sigset_line(const char *status, const char *name)
-{
-    const char *p = strstr(status, name);
-
-    return (p == NULL) ? 0 : strtoull(p + strlen(name), NULL, 16);
-}
-
-/* Reader thread: its private pending set and the process's shared one, as
- * /proc shows them (bit signo - 1). Nonzero if they cannot be read. */
-static int flease_pending(ucs_mrlease_flease_t *mon, uint64_t *own,
-                          uint64_t *shared)
-{
-    char status[4096];
-    ssize_t n;
-
-    if (mon->status_fd < 0) {
-        /* thread-self: the reader's own task, whose file this stays */
-        mon->status_fd = open(FLEASE_STATUS, O_RDONLY | O_CLOEXEC);
-    }
-    n = (mon->status_fd < 0) ? -1 :
-        pread(mon->status_fd, status, sizeof(status) - 1, 0);
-    if (n <= 0) {
-        if (!mon->status_warned) {
-            ucs_warn("mrlease: flease: cannot read " FLEASE_STATUS ": %m; file "
-                     "lease breaks are polled every %d ms instead", mon->rearm_ms);
-            mon->status_warned = 1;
-        }
-        return -1;
-    }
-    status[n] = '\0';
-    *own    = flease_sigset_line(status, "\nSigPnd:");
-    *shared = flease_sigset_line(status, "\nShdPnd:");
-    return 0;
-}
-
-/* Reader thread: the signals the signalfd reports and reads (a subset of
- * our signal and SIGIO). */
-static void flease_set_sigmask(ucs_mrlease_flease_t *mon, uint64_t bits)
-{
-    sigset_t set;
-
-    if (bits == mon->sfd_bits) {
-        return;
-    }
-    sigemptyset(&set);
-    if (bits & FLEASE_BIT(mon->signo)) {
-        sigaddset(&set, mon->signo);
-    }
-    if (bits & FLEASE_BIT(SIGIO)) {
-        sigaddset(&set, SIGIO);
-    }
-    if (signalfd(mon->sfd, &set, 0) < 0) {
-        ucs_warn("mrlease: flease: signalfd mask change failed: %m");
-        return;
-    }
-    mon->sfd_bits = bits;
-}
-
-/* Reader thread: read one signal if one directed at this thread is pending
- * (a read takes the thread's private ones before the process's). Returns 1
- * if it read one, 0 if none is ours, with *shared = those of the signalfd's
- * signals that wait in the process's set (the application's), or -1 if it
- * cannot tell. More of ours are read on the next turn: the signalfd stays
- * readable. */
-static int flease_read_own(ucs_mrlease_flease_t *mon, uint64_t *shared)
-{
-    struct signalfd_siginfo si;
-    uint64_t own;
-
-    if (flease_pending(mon, &own, shared) != 0) {
-        return -1;
-    }
-    *shared &= mon->sfd_bits;
-    if (!(own & mon->sfd_bits)) {
-        return 0;
-    }
-    return read(mon->sfd, &si, sizeof(si)) == sizeof(si);
-}
-
-/* Reader thread: the application's own signal waits in the process's set
- * (bits): leave it out of the signalfd for a while, doubling, and ask the
- * files on each tick meanwhile (flease_timer). */
-static void flease_backoff(ucs_mrlease_flease_t *mon, uint64_t bits)
-{
-    mon->backoff_ms     = (mon->backoff_ms == 0) ? 1 : 2 * mon->backoff_ms;
-    if (mon->backoff_ms > mon->rearm_ms) {
-        mon->backoff_ms = mon->rearm_ms;
-    }
-    mon->backoff_end_ns = ucs_mrlease_now_ns() + mon->backoff_ms * 1000000ull;
-    flease_set_sigmask(mon, mon->sfd_bits & ~bits);
-}
-
 /* Reader thread, the signalfd is readable: a signal of ours, or the
  * application's own on its way to one of its threads. Never read the
  * application's. */
@@ -727,7 +461,7 @@ static void flease_drain(ucs_mrlease_monitor_t *super)
     pthread_mutex_lock(&mon->lock);
     flease_check(mon); /* first: the owner hears of a break at once */
     pthread_mutex_unlock(&mon->lock);
-    n = flease_read_own(mon, &shared);
+    n = ucs_mrlease_flease_read_own(mon, &shared);
     if (n > 0) {
         /* The kernel marks a lease breaking before it signals: a signal
          * read now may be of a break the check above came too early for. */
@@ -735,25 +469,9 @@ static void flease_drain(ucs_mrlease_monitor_t *super)
         flease_check(mon);
         pthread_mutex_unlock(&mon->lock);
     } else if ((n < 0) || (shared != 0)) {
-        flease_backoff(mon, (n < 0) ? mon->sfd_bits : shared);
+        ucs_mrlease_flease_backoff(mon, (n < 0) ? mon->sfd_bits : shared);
     }
     /* else it was the application's, and one of its threads took it since */
-}
-
-/* Reader thread, back-off over: the whole signalfd again, unless the
- * application's signal still waits (then leave it out longer). */
-static void flease_backoff_over(ucs_mrlease_flease_t *mon)
-{
-    uint64_t shared = 0;
-    int n;
-
-    flease_set_sigmask(mon, FLEASE_BIT(mon->signo) | FLEASE_BIT(SIGIO));
-    n = flease_read_own(mon, &shared);
-    if ((n < 0) || (shared != 0)) {
-        flease_backoff(mon, (n < 0) ? mon->sfd_bits : shared);
-    } else {
-        mon->backoff_ms = 0;
-    }
 }
 
 /* Reader thread: let a change go if no progress call is handling it, take
@@ -768,7 +486,7 @@ static int flease_timer(ucs_mrlease_monitor_t *super)
     int check = (mon->backoff_ms > 0);
 
     if (check && (now >= mon->backoff_end_ns)) {
-        flease_backoff_over(mon); /* may read signals of ours: check below */
+        ucs_mrlease_flease_backoff_over(mon); /* may read signals of ours: check below */
     }
 
     pthread_mutex_lock(&mon->lock);
