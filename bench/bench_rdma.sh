@@ -193,7 +193,13 @@ for round in $(seq "$rounds"); do
     done
 done
 
-# 4. MPI ping-pong, MPI_Put, MPI_Get with churn every N operations
+# 4. MPI ping-pong, MPI_Put, MPI_Get with churn every N operations; the
+#    mrlease stack uses mrlease.ko when it is loaded (the engine part loads it)
+if part mpi; then
+    if [ -e /dev/mrlease ]; then kmod_state="loaded (mrlease prefers kmod)"; else kmod_state="not loaded (uffd, ucm, flease)"; fi
+    echo "# mrlease.ko,$kmod_state" >> "$csv"
+    echo "# mrlease.ko for the MPI runs: $kmod_state"
+fi
 for round in $(seq "$rounds"); do
     part mpi || break
     for stack in $(order "$round"); do

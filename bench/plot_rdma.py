@@ -48,6 +48,8 @@ def read_rows(path):
         for line in f:
             if line.startswith("# machine,"):
                 machine = re.sub(r",\s*", ", ", line.strip()[len("# machine,"):])
+            elif line.startswith("# mrlease.ko,"):
+                machine += "; mrlease.ko " + line.strip()[len("# mrlease.ko,"):]
             elif line.startswith("# peak_registered,"):
                 peaks.append(line.strip()[2:].split(","))
             elif line.startswith("#") or line.startswith("kind,") or not line.strip():
