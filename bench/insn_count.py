@@ -9,9 +9,10 @@ Prints "total <Ir> added <Ir> calls <n> ucx <Ir>":
          name contains OBJECT_SUBSTRING (default libuct_ib_lease: the plugin,
          with the lease engine inside), less what those calls forwarded to the
          functions they interpose (the real ucp_worker_progress behind the
-         wrapper of the same name): the wrapper's own instructions and anything
-         it calls besides the real function (a catch-up, a lookup, a monitor's
-         callback);
+         wrapper of the same name, called from the wrapper or from any other
+         function of the plugin, such as its first-call path): the wrapper's
+         own instructions and anything it calls besides the real function (a
+         catch-up, a lookup, a monitor's callback);
   calls  how many calls entered that object from elsewhere;
   ucx    the instructions executed in UCX's communication libraries (libucp,
          libuct and its transports) and in the verbs libraries (libibverbs and
@@ -19,7 +20,8 @@ Prints "total <Ir> added <Ir> calls <n> ucx <Ir>":
          clock calibration and reporting of libucs, libc and the benchmark,
          whose counts change from run to run.
 callgrind records a wrapper's tail jump to the real function as a call, so
-the forwarded cost is an edge of its own.
+the forwarded cost is an edge of its own. A call from the plugin to a
+function outside it whose name the plugin also defines is such a forward.
 """
 import re
 import sys
@@ -43,7 +45,9 @@ def count(path, substring):
     ob = fn = cob = cfn = ''
     total = entered = forwarded = calls = ucx = 0
     in_ucx = False
-    edge = None             # (inside caller, inside callee, same name, count)
+    edge = None             # (inside caller, inside callee, callee, count)
+    outward = []            # (callee name, inclusive cost) of calls leaving the object
+    defined = set()         # function names the object defines
     summary = None
     with open(path, encoding='utf-8', errors='replace') as f:
         for line in f:
@@ -59,13 +63,13 @@ def count(path, substring):
                     if in_ucx:
                         ucx += ir
                     continue
-                inside_caller, inside_callee, same, n = edge
+                inside_caller, inside_callee, callee, n = edge
                 edge = None                 # the call's inclusive cost
                 if inside_callee and not inside_caller:
                     entered += ir
                     calls += n
-                elif inside_caller and not inside_callee and same:
-                    forwarded += ir
+                elif inside_caller and not inside_callee:
+                    outward.append((callee, ir))
                 continue
             key, _, value = line.partition('=')
             if key == 'ob':
@@ -74,20 +78,23 @@ def count(path, substring):
             elif key == 'fn':
                 fn = names(fns, value)
                 cob = ob
+                if substring in ob:
+                    defined.add(fn.split("'")[0])
             elif key == 'cob':
                 cob = names(obs, value)
             elif key == 'cfn':
                 cfn = names(fns, value)
             elif key == 'calls':
                 # names may carry a "'2" recursion suffix
-                same = cfn.split("'")[0] == fn.split("'")[0]
-                edge = (substring in ob, substring in cob, same, int(value.split()[0]))
+                edge = (substring in ob, substring in cob, cfn.split("'")[0],
+                        int(value.split()[0]))
                 cob = ob
             elif line.startswith('summary:') or line.startswith('totals:'):
                 summary = int(line.split()[1])
     if summary is not None and summary != total:
         sys.exit('%s: self costs add up to %d but the file says %d: format not understood'
                  % (path, total, summary))
+    forwarded = sum(ir for callee, ir in outward if callee in defined)
     return total, entered - forwarded, calls, ucx
 
 
