@@ -18,25 +18,37 @@
  *   ctx->read_lock (mutex) one reader at a time: peek, copy out, commit
  *   mmap_lock              taken by mmu_interval_notifier_insert() and by
  *                          copy_to_user() faults; held by the changers
- *   ctx->ev_lock (spin)    queue, overflow, status words; the only lock
- *                          taken in the invalidate callback, which never
- *                          sleeps and takes nothing under it but the wait
- *                          queue's own lock
+ *   ctx->ev_lock (spin)    queue, overflow, status words, the hold's
+ *                          sequence and counters; the only lock taken in
+ *                          the invalidate callback, which takes nothing
+ *                          under it but the wait queues' own locks
  * The mmap handler runs under mmap_lock and takes no mutex: the status
  * area is published once by setup and never changes until release.
+ *
+ * The hold (off unless MRLEASE_IOC_SET_HOLD): the callback may then sleep,
+ * holding no lock of ours, in a killable wait bounded by the timeout, until
+ * the owner acks. It holds only where that cannot wait on the owner:
+ * mmap_read_trylock() of the owner's mm fails when anyone holds it for
+ * write or waits for it (a waiting writer blocks new readers, so an owner
+ * thread that faults would wait behind it); it is dropped at once, and a
+ * trylock adds no lock dependency.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/fs.h>
+#include <linux/llist.h>
+#include <linux/ktime.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
 #include <linux/poll.h>
 #include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
+#include <linux/workqueue.h>
 #include <linux/xarray.h>
 
 #include "mrlease_uapi.h"
@@ -61,6 +73,7 @@ struct mrl_qevent {
 	u64 cookie;
 	u64 generation;
 	u64 seq;
+	u64 hold;	/* the hold raised with it, or 0 */
 	u32 slot;
 	u32 kind;
 };
@@ -70,6 +83,8 @@ struct mrl_ctx;
 struct mrl_slot {
 	struct mmu_interval_notifier mni;
 	struct mrl_ctx *ctx;
+	struct llist_node dead_node;	/* unregistered, removal pending */
+	bool dead;			/* under ev_lock */
 	u64 cookie;
 	u64 seq;
 	unsigned long start;
@@ -97,10 +112,23 @@ struct mrl_ctx {
 	u32 count;
 	u32 overflow_kinds;
 	u64 overflow_seq;
+	u64 overflow_hold;
 	struct page *pending_page;
 	u32 *pending_word;
 	u32 pending_bits;
 	u32 last_slot;			/* the slot last told of a break */
+	/* the hold: setting, sequence and counters (under ev_lock) */
+	wait_queue_head_t hold_wq;
+	u32 hold_us;			/* 0: off; WRITE_ONCE by SET_HOLD */
+	bool closing;			/* release: every hold ends */
+	u32 end_waiters;		/* readers waiting for an invalidation's end */
+	unsigned long hold_window;	/* the invalidation window held in */
+	u64 hold_deadline;		/* ... and when its holds end (ns) */
+	struct mrlease_hold_info hold;
+	u64 hold_read;
+	/* slots unregistered while the hold was set, removed by reap_work */
+	struct llist_head dead;
+	struct work_struct reap_work;
 };
 
 static struct kmem_cache *mrl_slot_cache;
@@ -135,7 +163,8 @@ static u32 mrl_event_kind(enum mmu_notifier_event event)
 
 /* ev_lock held. */
 static void mrl_queue_event(struct mrl_ctx *ctx, struct mrl_slot *slot,
-			    u64 start, u64 end, u32 kind, u64 generation)
+			    u64 start, u64 end, u32 kind, u64 generation,
+			    u64 hold)
 {
 	struct mrl_qevent *ev;
 
@@ -146,6 +175,7 @@ static void mrl_queue_event(struct mrl_ctx *ctx, struct mrl_slot *slot,
 				   ctx->status->overflows + 1);
 		ctx->overflow_kinds |= kind;
 		ctx->overflow_seq++;
+		ctx->overflow_hold = max(ctx->overflow_hold, hold);
 		return;
 	}
 	ev = &ctx->queue[(ctx->head + ctx->count) % ctx->queue_len];
@@ -154,6 +184,7 @@ static void mrl_queue_event(struct mrl_ctx *ctx, struct mrl_slot *slot,
 	ev->cookie = slot->cookie;
 	ev->generation = generation;
 	ev->seq = slot->seq;
+	ev->hold = hold;
 	ev->slot = slot->id;
 	ev->kind = kind;
 	ctx->count++;
@@ -189,6 +220,62 @@ static bool mrl_split_clear(const struct mmu_notifier_range *range)
 #endif
 }
 
+/*
+ * May this changer wait for the owner? Not if it may not sleep, is a kernel
+ * thread (reclaim, compaction), is tearing the owner's mm down (exit, exec:
+ * no owner left to ack), is being killed, or if the owner's mmap_lock is
+ * held for write (mremap, shmdt, fork, mprotect) or a writer waits for it:
+ * the trylock fails exactly then (RWSEM_READ_FAILED_MASK), the changer's
+ * own read hold (munmap after its downgrade, madvise) notwithstanding.
+ */
+static bool mrl_hold_safe(const struct mmu_notifier_range *range)
+{
+	struct mm_struct *mm = range->mm;
+
+	if (!mmu_notifier_range_blockable(range) ||
+	    (current->flags & PF_KTHREAD) || !atomic_read(&mm->mm_users) ||
+	    fatal_signal_pending(current))
+		return false;
+	if (!mmap_read_trylock(mm))
+		return false;
+	mmap_read_unlock(mm);
+	return true;
+}
+
+static bool mrl_hold_done(struct mrl_ctx *ctx, u64 seq)
+{
+	return READ_ONCE(ctx->hold.acked) >= seq || READ_ONCE(ctx->closing);
+}
+
+/*
+ * Wait, killable, for the owner's ack of @seq or the deadline: one timeout
+ * for every range of the context that one invalidation breaks (they share
+ * its window, @cur_seq), however many there are.
+ */
+static void mrl_hold(struct mrl_ctx *ctx, u64 seq, u64 deadline)
+{
+	u64 t0 = ktime_get_ns(), ns;
+	int ret = -ETIME;
+
+	if (t0 < deadline)
+		ret = __wait_event_hrtimeout(ctx->hold_wq,
+					     mrl_hold_done(ctx, seq),
+					     deadline - t0, TASK_KILLABLE);
+	if (ret == -ETIME && mrl_hold_done(ctx, seq))
+		ret = 0;
+	ns = ktime_get_ns() - t0;
+	spin_lock(&ctx->ev_lock);
+	ctx->hold.holding--;
+	ctx->hold.holds++;
+	if (ret == -ETIME)
+		ctx->hold.timeouts++;
+	else if (ret)
+		ctx->hold.killed++;
+	ctx->hold.total_ns += ns;
+	ctx->hold.max_ns = max(ctx->hold.max_ns, ns);
+	spin_unlock(&ctx->ev_lock);
+}
+
 static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 			   const struct mmu_notifier_range *range,
 			   unsigned long cur_seq)
@@ -198,11 +285,18 @@ static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 	struct mrlease_slot_status *st;
 	u32 kind = mrl_event_kind(range->event);
 	unsigned long start, end;
-	u64 gen;
+	u64 gen, hold_seq = 0, deadline = 0;
+	u32 hold_us = READ_ONCE(ctx->hold_us);
+	bool safe = hold_us && kind && mrl_hold_safe(range);
 
-	/* Never sleeps: only ev_lock, so blockable or not is the same. */
+	/* Sleeps only in mrl_hold(), and only if blockable. */
 	spin_lock(&ctx->ev_lock);
 	mmu_interval_set_seq(mni, cur_seq);
+	if (slot->dead) {
+		/* unregistered, its removal pending: nothing to tell */
+		spin_unlock(&ctx->ev_lock);
+		return true;
+	}
 	if (!kind || mrl_split_clear(range)) {
 		WRITE_ONCE(ctx->status->ignored, ctx->status->ignored + 1);
 		spin_unlock(&ctx->ev_lock);
@@ -218,7 +312,26 @@ static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 	gen = st->generation + 1;
 	WRITE_ONCE(st->generation, gen);
 	WRITE_ONCE(st->pending, 1);
-	mrl_queue_event(ctx, slot, start, end, kind, gen);
+	/*
+	 * A reader waiting for an invalidation's end would wait for this one,
+	 * and this one for its ack: not held. Decided under ev_lock, as the
+	 * reader decides to wait (mrl_read_may_wait()): one or the other.
+	 */
+	if (safe && !ctx->end_waiters) {
+		/* Queued with the event: a reader that has read it acks it. */
+		hold_seq = ++ctx->hold.hold_seq;
+		WRITE_ONCE(ctx->status->hold_seq, hold_seq);
+		ctx->hold.holding++;
+		if (ctx->hold_window != cur_seq || !ctx->hold_deadline) {
+			ctx->hold_window = cur_seq;
+			ctx->hold_deadline = ktime_get_ns() +
+					     (u64)hold_us * NSEC_PER_USEC;
+		}
+		deadline = ctx->hold_deadline;
+	} else if (hold_us) {
+		ctx->hold.unsafe++;
+	}
+	mrl_queue_event(ctx, slot, start, end, kind, gen, hold_seq);
 	ctx->last_slot = slot->id;
 	WRITE_ONCE(ctx->status->events, ctx->status->events + 1);
 	WRITE_ONCE(ctx->status->queued, 1);
@@ -228,6 +341,8 @@ static bool mrl_invalidate(struct mmu_interval_notifier *mni,
 		atomic_or(ctx->pending_bits, (atomic_t *)ctx->pending_word);
 	spin_unlock(&ctx->ev_lock);
 	wake_up_interruptible_poll(&ctx->wq, EPOLLIN | EPOLLRDNORM);
+	if (hold_seq)
+		mrl_hold(ctx, hold_seq, deadline);
 	return true;
 }
 
@@ -239,6 +354,23 @@ static int mrl_check_mm(struct mrl_ctx *ctx)
 {
 	/* An fd inherited across fork (or exec, or passed on) is not ours. */
 	return current->mm == ctx->mm ? 0 : -EIO;
+}
+
+/* Remove the notifiers of slots unregistered while the hold was set. */
+static void mrl_reap(struct mrl_ctx *ctx)
+{
+	struct llist_node *node = llist_del_all(&ctx->dead);
+	struct mrl_slot *slot, *next;
+
+	llist_for_each_entry_safe(slot, next, node, dead_node) {
+		mmu_interval_notifier_remove(&slot->mni);
+		kmem_cache_free(mrl_slot_cache, slot);
+	}
+}
+
+static void mrl_reap_work(struct work_struct *work)
+{
+	mrl_reap(container_of(work, struct mrl_ctx, reap_work));
 }
 
 static int mrl_open(struct inode *inode, struct file *file)
@@ -254,6 +386,9 @@ static int mrl_open(struct inode *inode, struct file *file)
 	mutex_init(&ctx->read_lock);
 	spin_lock_init(&ctx->ev_lock);
 	init_waitqueue_head(&ctx->wq);
+	init_waitqueue_head(&ctx->hold_wq);
+	init_llist_head(&ctx->dead);
+	INIT_WORK(&ctx->reap_work, mrl_reap_work);
 	xa_init_flags(&ctx->slots, XA_FLAGS_ALLOC);
 	mmgrab(current->mm);
 	ctx->mm = current->mm;
@@ -268,9 +403,12 @@ static int mrl_release(struct inode *inode, struct file *file)
 	unsigned long id;
 
 	/*
-	 * Last reference: no ioctl can run. Removing a notifier waits for an
-	 * invalidation of it in progress, which takes nothing we hold.
+	 * Last reference: no ioctl can run, no ack can come. Removing a
+	 * notifier waits for an invalidation of it in progress, which takes
+	 * nothing we hold: end its hold first.
 	 */
+	WRITE_ONCE(ctx->closing, true);
+	wake_up_all(&ctx->hold_wq);
 	xa_for_each(&ctx->slots, id, slot) {
 		xa_erase(&ctx->slots, id);
 		mmu_interval_notifier_remove(&slot->mni);
@@ -278,6 +416,9 @@ static int mrl_release(struct inode *inode, struct file *file)
 		cond_resched();
 	}
 	xa_destroy(&ctx->slots);
+	/* The work touches ctx: done before it goes, and none is left. */
+	flush_work(&ctx->reap_work);
+	mrl_reap(ctx);
 	if (ctx->pending_page)
 		unpin_user_pages_dirty_lock(&ctx->pending_page, 1, true);
 	vfree(ctx->status);
@@ -443,6 +584,7 @@ static int mrl_remove(struct mrl_ctx *ctx, u32 id)
 {
 	struct mrlease_slot_status *st;
 	struct mrl_slot *slot;
+	bool async;
 
 	mutex_lock(&ctx->lock);
 	slot = ctx->status ? xa_load(&ctx->slots, id) : NULL;
@@ -451,19 +593,33 @@ static int mrl_remove(struct mrl_ctx *ctx, u32 id)
 		return -ENOENT;
 	}
 	xa_erase(&ctx->slots, id);
-	mmu_interval_notifier_remove(&slot->mni);
+	/*
+	 * Removing a notifier waits for the invalidation in progress to end,
+	 * and a held one waits for our owner, who may be the caller: with the
+	 * hold set the notifier is removed in the background, told nothing
+	 * more (dead) from here on.
+	 */
+	async = READ_ONCE(ctx->hold_us);
+	if (!async)
+		mmu_interval_notifier_remove(&slot->mni);
 	ctx->nr_ranges--;
 	/*
 	 * A later registration may get this slot: its generation goes on from
 	 * here, so a value saved before never matches again.
 	 */
 	spin_lock(&ctx->ev_lock);
+	slot->dead = true;
 	st = mrl_slot_status(ctx, id);
 	WRITE_ONCE(st->generation, st->generation + 1);
 	WRITE_ONCE(st->pending, 0);
 	spin_unlock(&ctx->ev_lock);
 	mutex_unlock(&ctx->lock);
-	kmem_cache_free(mrl_slot_cache, slot);
+	if (async) {
+		llist_add(&slot->dead_node, &ctx->dead);
+		queue_work(system_unbound_wq, &ctx->reap_work);
+	} else {
+		kmem_cache_free(mrl_slot_cache, slot);
+	}
 	return 0;
 }
 
@@ -474,6 +630,48 @@ static long mrl_unregister(struct mrl_ctx *ctx, u32 __user *uarg)
 	if (get_user(id, uarg))
 		return -EFAULT;
 	return mrl_remove(ctx, id);
+}
+
+static long mrl_set_hold(struct mrl_ctx *ctx, u32 __user *uarg)
+{
+	u32 us;
+
+	if (get_user(us, uarg))
+		return -EFAULT;
+	if (us > MRLEASE_HOLD_MAX_US)
+		return -EINVAL;
+	WRITE_ONCE(ctx->hold_us, us);
+	return 0;
+}
+
+/* Touches nothing of the caller's but the u64 it names: no allocation. */
+static long mrl_ack(struct mrl_ctx *ctx, u64 __user *uarg)
+{
+	u64 seq;
+	int ret = 0;
+
+	if (get_user(seq, uarg))
+		return -EFAULT;
+	spin_lock(&ctx->ev_lock);
+	if (seq > ctx->hold.hold_seq)
+		ret = -EINVAL; /* never raised */
+	else if (seq > ctx->hold.acked)
+		WRITE_ONCE(ctx->hold.acked, seq);
+	spin_unlock(&ctx->ev_lock);
+	if (!ret)
+		wake_up_all(&ctx->hold_wq);
+	return ret;
+}
+
+static long mrl_hold_info(struct mrl_ctx *ctx, void __user *uarg)
+{
+	struct mrlease_hold_info info;
+
+	spin_lock(&ctx->ev_lock);
+	info = ctx->hold;
+	spin_unlock(&ctx->ev_lock);
+	info.timeout_us = READ_ONCE(ctx->hold_us);
+	return copy_to_user(uarg, &info, sizeof(info)) ? -EFAULT : 0;
 }
 
 static long mrl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -490,6 +688,12 @@ static long mrl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return mrl_register(ctx, (void __user *)arg);
 	case MRLEASE_IOC_UNREGISTER:
 		return mrl_unregister(ctx, (u32 __user *)arg);
+	case MRLEASE_IOC_SET_HOLD:
+		return mrl_set_hold(ctx, (u32 __user *)arg);
+	case MRLEASE_IOC_ACK:
+		return mrl_ack(ctx, (u64 __user *)arg);
+	case MRLEASE_IOC_HOLD_INFO:
+		return mrl_hold_info(ctx, (void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -510,7 +714,7 @@ static bool mrl_has_events(struct mrl_ctx *ctx)
  * read_lock, so they stay at the head until mrl_commit().
  */
 static u32 mrl_peek(struct mrl_ctx *ctx, struct mrlease_event *out, u32 max,
-		    u64 *overflow_seq, u32 *queued)
+		    u64 *overflow_seq, u32 *queued, u32 flags)
 {
 	struct mrl_qevent *ev;
 	struct mrl_slot *slot;
@@ -522,7 +726,7 @@ static u32 mrl_peek(struct mrl_ctx *ctx, struct mrlease_event *out, u32 max,
 		memset(&out[0], 0, sizeof(out[0]));
 		out[0].end = ~0ULL;
 		out[0].slot = MRLEASE_SLOT_ALL;
-		out[0].kind = ctx->overflow_kinds | MRLEASE_EV_OVERFLOW;
+		out[0].kind = ctx->overflow_kinds | MRLEASE_EV_OVERFLOW | flags;
 		*overflow_seq = ctx->overflow_seq;
 		n = 1;
 	}
@@ -536,7 +740,7 @@ static u32 mrl_peek(struct mrl_ctx *ctx, struct mrlease_event *out, u32 max,
 		out[n].cookie = ev->cookie;
 		out[n].generation = ev->generation;
 		out[n].slot = ev->slot;
-		out[n].kind = ev->kind;
+		out[n].kind = ev->kind | flags;
 		n++;
 	}
 	*queued = i;
@@ -561,17 +765,44 @@ static void mrl_commit(struct mrl_ctx *ctx, u64 overflow_seq, u32 queued)
 		if (slot && slot->seq == ev->seq &&
 		    st->generation == ev->generation)
 			WRITE_ONCE(st->pending, 0);
+		ctx->hold_read = max(ctx->hold_read, ev->hold);
 		ctx->head = (ctx->head + 1) % ctx->queue_len;
 		ctx->count--;
 	}
 	if (overflow_seq && overflow_seq == ctx->overflow_seq) {
 		/* Nothing folded since it was read: every break is told. */
 		ctx->overflow_kinds = 0;
+		ctx->hold_read = max(ctx->hold_read, ctx->overflow_hold);
 		xa_for_each(&ctx->slots, id, slot)
 			WRITE_ONCE(mrl_slot_status(ctx, id)->pending, 0);
 	}
 	if (!ctx->count && !ctx->overflow_kinds)
 		WRITE_ONCE(ctx->status->queued, 0);
+	WRITE_ONCE(ctx->status->hold_read, ctx->hold_read);
+	spin_unlock(&ctx->ev_lock);
+}
+
+/*
+ * May read() wait for the end of the invalidation that raised its events?
+ * Not while a changer is held: that end waits for our ack. If it may, no
+ * hold begins until mrl_read_waited().
+ */
+static bool mrl_read_may_wait(struct mrl_ctx *ctx)
+{
+	bool ret;
+
+	spin_lock(&ctx->ev_lock);
+	ret = !ctx->hold.holding;
+	if (ret)
+		ctx->end_waiters++;
+	spin_unlock(&ctx->ev_lock);
+	return ret;
+}
+
+static void mrl_read_waited(struct mrl_ctx *ctx)
+{
+	spin_lock(&ctx->ev_lock);
+	ctx->end_waiters--;
 	spin_unlock(&ctx->ev_lock);
 }
 
@@ -605,7 +836,7 @@ static ssize_t mrl_read(struct file *file, char __user *buf, size_t len,
 	struct mrlease_event evs[MRL_READ_BATCH];
 	size_t done = 0, max = len / sizeof(evs[0]);
 	u64 overflow_seq;
-	u32 n, queued;
+	u32 n, queued, flags = 0;
 	int ret = mrl_check_mm(ctx);
 
 	if (ret)
@@ -621,11 +852,20 @@ static ssize_t mrl_read(struct file *file, char __user *buf, size_t len,
 			return ret;
 	}
 
-	mrl_wait_changed(ctx);
+	/*
+	 * A held changer waits for our ack, its invalidation's end for it:
+	 * tell now, flagged. No hold begins while we wait.
+	 */
+	if (mrl_read_may_wait(ctx)) {
+		mrl_wait_changed(ctx);
+		mrl_read_waited(ctx);
+	} else {
+		flags = MRLEASE_EV_BEFORE;
+	}
 	mutex_lock(&ctx->read_lock);
 	while (done < max) {
 		n = mrl_peek(ctx, evs, min_t(size_t, max - done, MRL_READ_BATCH),
-			     &overflow_seq, &queued);
+			     &overflow_seq, &queued, flags);
 		if (!n && !queued)
 			break;
 		if (n && copy_to_user(buf + done * sizeof(evs[0]), evs,
