@@ -59,8 +59,16 @@ void ucs_mrlease_counters_print(const ucs_mrlease_counters_t *c, FILE *stream)
     MRL_PRINT(kmod_ignored);
     MRL_PRINT(kmod_overflows);
     MRL_PRINT(kmod_pmd_clears);
+    MRL_PRINT(kmod_holds);
+    MRL_PRINT(kmod_hold_timeouts);
+    MRL_PRINT(kmod_hold_unsafe);
+    MRL_PRINT(kmod_hold_killed);
 #undef MRL_PRINT
     fprintf(stream, "%-25s %.1f\n", "held_us_avg",
             c->held_count ? (double)c->held_ns_total / c->held_count / 1e3 : 0.0);
     fprintf(stream, "%-25s %.1f\n", "held_us_max", (double)c->held_ns_max / 1e3);
+    fprintf(stream, "%-25s %.1f\n", "kmod_hold_us_avg", c->kmod_holds ?
+            (double)c->kmod_hold_ns_total / c->kmod_holds / 1e3 : 0.0);
+    fprintf(stream, "%-25s %.1f\n", "kmod_hold_us_max",
+            (double)c->kmod_hold_ns_max / 1e3);
 }

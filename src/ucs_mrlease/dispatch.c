@@ -237,6 +237,12 @@ unsigned ucs_mrlease_dispatch(ucs_mrlease_engine_t *engine)
 
     ucs_mrlease_engine_unlock(engine);
     if (--engine->dispatch_depth == 0) {
+        for (m = 0; m < UCS_MRLEASE_MONITOR_LAST; ++m) {
+            if ((engine->monitors[m] != NULL) &&
+                (engine->monitors[m]->ops->dispatched != NULL)) {
+                engine->monitors[m]->ops->dispatched(engine->monitors[m]);
+            }
+        }
         __atomic_and_fetch(&engine->hot.pending, ~UCS_MRLEASE_PENDING_DISPATCHING,
                            __ATOMIC_SEQ_CST);
     }

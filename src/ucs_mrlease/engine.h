@@ -46,6 +46,9 @@ struct ucs_mrlease_monitor_ops {
     int          (*fd)(ucs_mrlease_monitor_t *mon);
     void         (*drain)(ucs_mrlease_monitor_t *mon);
     int          (*timer)(ucs_mrlease_monitor_t *mon); /* returns next timeout in ms, or -1 */
+    /* Optional: the outermost dispatch pass has called every owner back
+     * (no engine lock held; the dispatch lock is). */
+    void         (*dispatched)(ucs_mrlease_monitor_t *mon);
     /* Optional, in a forked child: let go of the child's copies without
      * touching kernel state the parent still owns. The monitor is then
      * forgotten, never closed. Default: close the fd the reader polled. */

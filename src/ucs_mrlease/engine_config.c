@@ -26,6 +26,7 @@ extern char **environ;
 #define MRL_REARM_MAX_S    10.0
 #define MRL_STALL_MIN_S    1e-3
 #define MRL_STALL_MAX_S    3600.0
+#define MRL_KMOD_HOLD_MAX_S 1.0      /* mrlease.ko's MRLEASE_HOLD_MAX_US */
 #define MRL_LEASE_BREAK    "/proc/sys/fs/lease-break-time"
 
 /* Parser argument of one variable: its full name, for errors, and range. */
@@ -270,6 +271,7 @@ MRL_ARG(FLEASE_REARM_INTERVAL, MRL_REARM_MIN_S, MRL_REARM_MAX_S, NULL);
 MRL_ARG(FLEASE_STALL_TIMEOUT, MRL_STALL_MIN_S, MRL_STALL_MAX_S, NULL);
 MRL_ARG(UFFD_FORK, 0, 0, NULL);
 MRL_ARG(CTL_SOCKET, 0, 0, NULL);
+MRL_ARG(KMOD_HOLD, 0, MRL_KMOD_HOLD_MAX_S, NULL);
 
 ucs_config_field_t ucs_mrlease_config_table[] = {
     {"MONITORS", "kmod,uffd,ucm,flease,inject",
@@ -326,6 +328,15 @@ ucs_config_field_t ucs_mrlease_config_table[] = {
      "counters). Only the same user or root is answered. If another process\n"
      "holds the name, the engine warns and runs without the socket.",
      offsetof(ucs_mrlease_config_t, ctl_socket), MRL_TYPE_BOOL(&mrl_arg_CTL_SOCKET)},
+
+    {"KMOD_HOLD", "0",
+     "With the kmod monitor: hold a change that breaks a lease (munmap, madvise,\n"
+     "another process's truncate) inside the kernel until the engine has called\n"
+     "every owner back, at most this long (0: off, the default). Changes that\n"
+     "hold the mmap lock for write (mremap, shmdt, fork) are never held. Useful\n"
+     "with a dispatcher thread (libuct_ib_lease runs one): without one, nobody\n"
+     "acks while the changer waits, and each held change costs this timeout.",
+     offsetof(ucs_mrlease_config_t, kmod_hold), MRL_TYPE_TIME(&mrl_arg_KMOD_HOLD)},
 
     {NULL}
 };

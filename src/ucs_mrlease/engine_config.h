@@ -15,6 +15,7 @@ typedef struct ucs_mrlease_config {
     double   flease_stall_timeout;  /* seconds */
     int      uffd_fork;
     int      ctl_socket;
+    double   kmod_hold;             /* seconds, 0: off */
 } ucs_mrlease_config_t;
 
 extern ucs_config_field_t ucs_mrlease_config_table[];
@@ -28,7 +29,7 @@ extern ucs_config_field_t ucs_mrlease_config_table[];
  * the variable, the value and the accepted range; on success every number is
  * within the range documented in engine_config.c (queue_len 16..2^20,
  * flease_signal SIGRTMIN..SIGRTMAX, rearm interval 1 ms..10 s, stall timeout
- * 1 ms..1 h), so converting them to ms or ns cannot overflow.
+ * 1 ms..1 h, kmod hold 0..1 s), so converting them to ms or ns cannot overflow.
  */
 ucs_status_t ucs_mrlease_config_read(ucs_mrlease_config_t *config);
 void         ucs_mrlease_config_release(ucs_mrlease_config_t *config);

@@ -15,6 +15,16 @@
  *
  * Changes that replace no page (mprotect, NUMA hinting, soft-dirty, fork's
  * write-protect of the parent) are filtered out in the kernel.
+ *
+ * The hold (UCX_MRLEASE_KMOD_HOLD, off by default): the kernel holds a
+ * changer, where that is safe, until we ack. The pull remembers how far the
+ * kernel says our reads went (hold_read); the dispatch that pulled calls
+ * every owner back, then (ops->dispatched, outermost pass only) acks that
+ * far. The ack touches only this struct, written at open: no allocation, no
+ * fault, no mmap while a changer may hold our mmap_lock for read. Events
+ * told while a changer is held carry MRLEASE_EV_BEFORE (the pages may still
+ * be the old ones) and reach owners as REMOVE: they let the old registration
+ * go and re-register later, as for userfaultfd's REMOVE.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -24,6 +34,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -48,6 +59,10 @@ typedef struct {
     size_t                 status_size;
     uint64_t               ranges;    /* counters: engine lock to write */
     uint64_t               unwatched;
+    uint32_t               hold_us;   /* the kernel's hold; 0: off */
+    uint64_t               read_seq;  /* hold_read after our last read; read_lock */
+    uint64_t               dispatch_seq; /* ... as the dispatch's pull left it */
+    uint64_t               ack_seq;   /* acked; dispatch lock */
 } ucs_mrlease_kmod_t;
 
 static int ucs_mrlease_kmod_warned;
@@ -128,9 +143,15 @@ static void kmod_pull_locked(ucs_mrlease_kmod_t *mon)
             break;
         }
     }
+    if (mon->hold_us != 0) {
+        /* every hold up to here has its events in the queue now */
+        mon->read_seq = __atomic_load_n(
+                &((const struct mrlease_status_hdr*)mon->status)->hold_read,
+                __ATOMIC_ACQUIRE);
+    }
 }
 
-/* Before each drain (dispatch, engine lock held) and from the reader. */
+/* From the reader thread. */
 static void kmod_pull(void *arg)
 {
     ucs_mrlease_kmod_t *mon = arg;
@@ -138,6 +159,60 @@ static void kmod_pull(void *arg)
     pthread_mutex_lock(&mon->read_lock);
     kmod_pull_locked(mon);
     pthread_mutex_unlock(&mon->read_lock);
+}
+
+/* Before each drain (dispatch, engine and dispatch locks held): the holds
+ * whose events are queued by now are those this pass calls owners back for.
+ * A later pull's (the reader's) may not be: acked by the next pass. */
+static void kmod_pull_dispatch(void *arg)
+{
+    ucs_mrlease_kmod_t *mon = arg;
+
+    pthread_mutex_lock(&mon->read_lock);
+    kmod_pull_locked(mon);
+    mon->dispatch_seq = mon->read_seq;
+    pthread_mutex_unlock(&mon->read_lock);
+}
+
+/* Every owner called back: let go of the changers held for those events. */
+static void kmod_dispatched(ucs_mrlease_monitor_t *super)
+{
+    ucs_mrlease_kmod_t *mon = ucs_derived_of(super, ucs_mrlease_kmod_t);
+
+    if ((mon->hold_us == 0) || (mon->dispatch_seq <= mon->ack_seq) ||
+        mon->lost || (getpid() != mon->pid)) {
+        return;
+    }
+    mon->ack_seq = mon->dispatch_seq;
+    if (ioctl(mon->fd, MRLEASE_IOC_ACK, &mon->ack_seq) < 0) {
+        ucs_diag("mrlease: kmod: ack of hold %" PRIu64 " failed: %m",
+                 mon->ack_seq);
+    }
+}
+
+/* UCX_MRLEASE_KMOD_HOLD: ask the kernel to hold changers for us. */
+static void kmod_set_hold(ucs_mrlease_kmod_t *mon, double hold_s)
+{
+    uint32_t us;
+
+    if (hold_s <= 0) {
+        return;
+    }
+    us = (uint32_t)(hold_s * 1e6 + 0.5);
+    us = (us == 0) ? 1 : us; /* the config caps it at MRLEASE_HOLD_MAX_US */
+    if (mon->status == NULL) {
+        ucs_warn("mrlease: kmod: UCX_MRLEASE_KMOD_HOLD=%gs: the status area "
+                 "could not be mapped; changers are not held", hold_s);
+        return;
+    }
+    if (ioctl(mon->fd, MRLEASE_IOC_SET_HOLD, &us) < 0) {
+        ucs_warn("mrlease: kmod: UCX_MRLEASE_KMOD_HOLD=%gs: %m%s; changers are "
+                 "not held", hold_s, (errno == ENOTTY) ? " (the loaded "
+                 "mrlease.ko has no hold: load this version's)" : "");
+        return;
+    }
+    mon->hold_us = us;
+    ucs_debug("mrlease: kmod: changers held up to %u us", us);
 }
 
 static ucs_status_t kmod_open(ucs_mrlease_engine_t *engine,
@@ -192,9 +267,10 @@ static ucs_status_t kmod_open(ucs_mrlease_engine_t *engine,
     }
     pthread_mutex_init(&mon->read_lock, NULL);
     kh_init_inplace(mrl_kmod_slot, &mon->slots);
+    kmod_set_hold(mon, engine->config.kmod_hold);
 
     engine->queue.pull_arg = mon;
-    engine->queue.pull     = kmod_pull;
+    engine->queue.pull     = kmod_pull_dispatch;
     ucs_debug("mrlease: kmod: fd %d, %u ranges, %u events", fd,
               setup.max_ranges, setup.max_events);
     *mon_p = &mon->super;
@@ -295,6 +371,7 @@ static void kmod_counters(ucs_mrlease_monitor_t *super,
     ucs_mrlease_kmod_t *mon              = ucs_derived_of(super,
                                                           ucs_mrlease_kmod_t);
     const struct mrlease_status_hdr *hdr = mon->status;
+    struct mrlease_hold_info hold;
 
     c->kmod_ranges    = __atomic_load_n(&mon->ranges, __ATOMIC_RELAXED);
     c->kmod_unwatched = __atomic_load_n(&mon->unwatched, __ATOMIC_RELAXED);
@@ -304,6 +381,15 @@ static void kmod_counters(ucs_mrlease_monitor_t *super,
         c->kmod_overflows = __atomic_load_n(&hdr->overflows, __ATOMIC_RELAXED);
         c->kmod_pmd_clears = __atomic_load_n(&hdr->pmd_clears,
                                              __ATOMIC_RELAXED);
+    }
+    if ((mon->hold_us != 0) && !mon->lost && (getpid() == mon->pid) &&
+        (ioctl(mon->fd, MRLEASE_IOC_HOLD_INFO, &hold) == 0)) {
+        c->kmod_holds         = hold.holds;
+        c->kmod_hold_timeouts = hold.timeouts;
+        c->kmod_hold_unsafe   = hold.unsafe;
+        c->kmod_hold_killed   = hold.killed;
+        c->kmod_hold_ns_total = hold.total_ns;
+        c->kmod_hold_ns_max   = hold.max_ns;
     }
 }
 
@@ -320,14 +406,15 @@ static void kmod_forked(ucs_mrlease_monitor_t *super)
 }
 
 const ucs_mrlease_monitor_ops_t ucs_mrlease_kmod_ops = {
-    .id       = UCS_MRLEASE_MONITOR_KMOD,
-    .name     = "kmod",
-    .open     = kmod_open,
-    .close    = kmod_close,
-    .arm      = kmod_arm,
-    .disarm   = kmod_disarm,
-    .fd       = kmod_fd,
-    .drain    = kmod_drain,
-    .forked   = kmod_forked,
-    .counters = kmod_counters
+    .id         = UCS_MRLEASE_MONITOR_KMOD,
+    .name       = "kmod",
+    .open       = kmod_open,
+    .close      = kmod_close,
+    .arm        = kmod_arm,
+    .disarm     = kmod_disarm,
+    .fd         = kmod_fd,
+    .drain      = kmod_drain,
+    .forked     = kmod_forked,
+    .counters   = kmod_counters,
+    .dispatched = kmod_dispatched
 };

@@ -178,6 +178,13 @@ typedef struct ucs_mrlease_counters {
     uint64_t kmod_overflows;     /**< times its event queue folded to all ranges */
     uint64_t kmod_pmd_clears;    /**< breaks by a CLEAR of one aligned 2 MiB: most
                                       often a vma split nearby, pages kept */
+    /* the kmod hold (UCX_MRLEASE_KMOD_HOLD) */
+    uint64_t kmod_holds;         /**< changers held until the owners were called */
+    uint64_t kmod_hold_timeouts; /**< holds that ran to the timeout (no ack) */
+    uint64_t kmod_hold_unsafe;   /**< breaks not held: mmap lock held for write... */
+    uint64_t kmod_hold_killed;   /**< holds ended by SIGKILL of the changer */
+    uint64_t kmod_hold_ns_total;
+    uint64_t kmod_hold_ns_max;
 } ucs_mrlease_counters_t;
 
 /**

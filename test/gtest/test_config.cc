@@ -126,6 +126,18 @@ TEST_F(test_config, bad_signals)
                    signal_range());
 }
 
+/* The kmod hold: 0 (off) .. 1 s, mrlease.ko's bound; never inf. */
+TEST_F(test_config, kmod_hold_bounds)
+{
+    for (auto v : {"inf", "nan", "-1ms", "-0.5", "1.5s", "2s", "1001ms", "1m",
+                   "abc", "", "10xyz", "10msx", "1e400", " 1ms"}) {
+        expect_refused("UCX_MRLEASE_KMOD_HOLD", v, "0ms..1s");
+    }
+    for (auto v : {"0", "1us", "100ms", "1s", "1000ms", "0.25"}) {
+        expect_accepted("UCX_MRLEASE_KMOD_HOLD", v);
+    }
+}
+
 /* Moved from test_engine: the other kinds, through the same errors. */
 TEST_F(test_config, bad_words)
 {

@@ -516,3 +516,178 @@ TEST_F(test_kmod_hold, measure)
     unlink(path);
     close(fd);
 }
+
+/*
+ * The engine (kmod the only monitor, UCX_MRLEASE_KMOD_HOLD): with a
+ * dispatcher thread, a munmap or madvise of leased memory returns only after
+ * the owner's callback has returned; without one nobody acks and a change
+ * costs the timeout.
+ */
+class test_kmod_hold_engine : public test_mrlease {
+protected:
+    void start(const std::string &hold)
+    {
+        ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";
+        ASSERT_TRUE(kmod_load());
+        ASSERT_EQ(UCS_OK, create("kmod", {{"UCX_MRLEASE_KMOD_HOLD", hold}}));
+        ASSERT_TRUE(ucs_mrlease_engine_monitors(m_engine) &
+                    UCS_BIT(UCS_MRLEASE_MONITOR_KMOD));
+    }
+
+    void TearDown() override
+    {
+        test_mrlease::TearDown();
+        EXPECT_EQ("", dmesg_problems());
+    }
+
+    /* The owner: 20 ms to let go of its registration, then the stamp. */
+    static ucs_status_t slow_owner(ucs_mrlease_t*, const ucs_mrlease_event_t *ev,
+                                   void*)
+    {
+        usleep(20000);
+        s_kinds     = ev->kinds;
+        s_called_ns = now_ns();
+        return UCS_OK;
+    }
+
+    /* change() on a leased 1 MiB range: did the callback return first? */
+    template<typename F>
+    change_result leased_change(F change)
+    {
+        const size_t len = 256 * sysconf(_SC_PAGESIZE);
+        char *p          = (char*)map_anon(len);
+        ucs_mrlease_params_t params = {};
+        ucs_mrlease_t *l;
+
+        memset(p, 1, len);
+        params.cb = slow_owner;
+        EXPECT_EQ(UCS_OK, ucs_mrlease_acquire(m_engine, p, len, &params, &l));
+        s_called_ns = 0;
+        int64_t t0  = now_ns();
+        change(p, len);
+        int64_t t1  = now_ns();
+        int64_t c   = s_called_ns;
+        for (int i = 0; (i < 10000) && (s_called_ns == 0); ++i) {
+            usleep(1000); /* the callback, late: the control case */
+        }
+        EXPECT_NE(0, s_called_ns.load()) << "no callback at all";
+        ucs_mrlease_release(l);
+        munmap(p, len);
+        return {t1 - t0, (c != 0) && (c <= t1), s_kinds};
+    }
+
+    static std::atomic<int64_t>  s_called_ns;
+    static std::atomic<unsigned> s_kinds;
+};
+
+std::atomic<int64_t>  test_kmod_hold_engine::s_called_ns;
+std::atomic<unsigned> test_kmod_hold_engine::s_kinds;
+
+TEST_F(test_kmod_hold_engine, munmap_and_madvise_return_after_the_callback)
+{
+    start("1s");
+    ASSERT_EQ(UCS_OK, ucs_mrlease_engine_start_dispatcher(m_engine));
+    auto r = leased_change([](char *p, size_t len) { munmap(p, len); });
+    EXPECT_TRUE(r.owner_first) << "munmap returned before the owner's callback";
+    /* told before the change: owners let go, re-register after it */
+    EXPECT_TRUE(r.kinds & UCS_MRLEASE_EV_REMOVE) << std::hex << r.kinds;
+    r = leased_change([](char *p, size_t len) {
+        syscall(SYS_madvise, p, len, MADV_DONTNEED);
+    });
+    EXPECT_TRUE(r.owner_first) << "madvise returned before the owner's callback";
+    auto c = counters();
+    EXPECT_GE(c.kmod_holds, 2u);
+    EXPECT_EQ(0u, c.kmod_hold_timeouts) << "the dispatcher acked";
+    EXPECT_GE(c.kmod_hold_ns_max, 20000000u) << "held while the owner worked";
+}
+
+TEST_F(test_kmod_hold_engine, without_the_hold_the_changer_returns_first)
+{
+    start("0");
+    ASSERT_EQ(UCS_OK, ucs_mrlease_engine_start_dispatcher(m_engine));
+    auto r = leased_change([](char *p, size_t len) { munmap(p, len); });
+    EXPECT_FALSE(r.owner_first);
+    EXPECT_EQ(0u, counters().kmod_holds);
+}
+
+/* No dispatcher: the changer is the only thread that would progress, nobody
+ * acks, and each held change costs the timeout (counted), no more. */
+TEST_F(test_kmod_hold_engine, no_dispatcher_costs_the_timeout)
+{
+    start("50ms");
+    size_t len = 16 * m_page;
+    char *p    = (char*)map_anon(len);
+    auto l     = lease(p, len);
+    int64_t t0 = now_ns();
+    ASSERT_EQ(0, munmap(p, len));
+    int64_t ns = now_ns() - t0;
+    printf("no dispatcher, timeout 50 ms: munmap took %.1f ms\n", ns / 1e6);
+    EXPECT_GE(ns, 50000000);
+    EXPECT_LT(ns, 100000000);
+    ucs_mrlease_progress(m_engine);
+    ASSERT_EQ(1u, events_of(l).size()) << "not visible right after the change";
+    auto c = counters();
+    EXPECT_EQ(1u, c.kmod_holds);
+    EXPECT_EQ(1u, c.kmod_hold_timeouts);
+}
+
+/* The figure: munmap of a populated 1 MiB range leased / unleased, with the
+ * dispatcher thread, hold off and on, interleaved in one run. */
+TEST_F(test_kmod_hold_engine, munmap_cost_hold_off_and_on)
+{
+    const size_t len = 256 * m_page;
+    const int rounds = 100;
+    std::vector<double> ratio[2];
+    static std::atomic<int> calls;
+    ucs_mrlease_params_t params = {};
+
+    params.cb = [](ucs_mrlease_t*, const ucs_mrlease_event_t*,
+                   void*) -> ucs_status_t {
+        ++calls;
+        return UCS_OK;
+    };
+    for (int hold = 0; hold < 2; ++hold) {
+        start(hold ? "1s" : "0");
+        ASSERT_EQ(UCS_OK, ucs_mrlease_engine_start_dispatcher(m_engine));
+        for (int r = 0; r < rounds; ++r) {
+            char *p = (char*)map_anon(len);
+            memset(p, 1, len);
+            int64_t t0 = now_ns();
+            munmap(p, len);
+            int64_t plain = now_ns() - t0;
+            ucs_mrlease_t *l;
+            p = (char*)map_anon(len);
+            memset(p, 1, len);
+            ASSERT_EQ(UCS_OK, ucs_mrlease_acquire(m_engine, p, len, &params, &l));
+            calls = 0;
+            t0    = now_ns();
+            munmap(p, len);
+            int64_t leased = now_ns() - t0;
+            for (int i = 0; (i < 10000) && (calls == 0); ++i) {
+                usleep(100);
+            }
+            ASSERT_EQ(1, calls.load());
+            ratio[hold].push_back((double)leased / plain);
+            ucs_mrlease_release(l);
+        }
+        if (hold) {
+            auto c = counters();
+            printf("hold on: %llu holds, %llu timeouts, mean %.1f us, max %.1f us\n",
+                   (unsigned long long)c.kmod_holds,
+                   (unsigned long long)c.kmod_hold_timeouts,
+                   c.kmod_holds ? c.kmod_hold_ns_total / 1e3 / c.kmod_holds : 0.0,
+                   c.kmod_hold_ns_max / 1e3);
+            EXPECT_EQ(0u, c.kmod_hold_timeouts);
+        }
+        test_mrlease::TearDown();
+    }
+    for (auto &v : ratio) {
+        std::sort(v.begin(), v.end());
+    }
+    printf("munmap 1 MiB leased/unleased with the dispatcher, median of per-round "
+           "ratios (p90): hold off %.2f (%.2f), hold on %.2f (%.2f)\n",
+           ratio[0][rounds / 2], ratio[0][rounds * 9 / 10],
+           ratio[1][rounds / 2], ratio[1][rounds * 9 / 10]);
+    run_result up = run({"/usr/bin/uptime"}, {}, 10);
+    printf("guest uptime: %s", up.output.c_str());
+}

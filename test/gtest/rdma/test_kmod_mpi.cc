@@ -112,6 +112,9 @@ protected:
             env[j.env] = "1";
             pass.push_back(j.env);
         }
+        if (getenv("UCX_MRLEASE_KMOD_HOLD") != nullptr) {
+            pass.push_back("UCX_MRLEASE_KMOD_HOLD"); /* the suite run held */
+        }
         return run(mpirun(j.per_device, builddir_path(std::string("test/mpi/") + j.app),
                           args, mrlease_runner(), pass),
                    env, 300);
