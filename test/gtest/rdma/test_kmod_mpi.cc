@@ -78,12 +78,13 @@ void monitor_counts(const std::string &out, long *kmod, long *others)
 
 } // namespace
 
-class test_kmod_mpi : public rdma_fixture,
-                      public ::testing::WithParamInterface<kmod_job> {
+/* The guest with mrlease.ko loaded; unloaded after each suite, so that
+ * later tests run as users do, without the module. */
+class kmod_rdma_fixture : public rdma_fixture {
 protected:
     static void TearDownTestSuite()
     {
-        kmod_unload(); /* later tests run as users do, without the module */
+        kmod_unload();
     }
 
     void SetUp() override
@@ -92,7 +93,11 @@ protected:
         ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";
         ASSERT_TRUE(kmod_load());
     }
+};
 
+class test_kmod_mpi : public kmod_rdma_fixture,
+                      public ::testing::WithParamInterface<kmod_job> {
+protected:
     run_result job()
     {
         const kmod_job &j = GetParam();
@@ -178,19 +183,7 @@ INSTANTIATE_TEST_SUITE_P(job, test_kmod_mpi, ::testing::ValuesIn(jobs),
  * 32 KiB 7.5 MB/s instead of 116). The module now ignores such CLEARs
  * (kmod_events' thp_split_beside and dontfork_beside).
  */
-class test_kmod_mpi_cached : public rdma_fixture {
-protected:
-    static void TearDownTestSuite()
-    {
-        kmod_unload();
-    }
-
-    void SetUp() override
-    {
-        rdma_fixture::SetUp();
-        ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";
-        ASSERT_TRUE(kmod_load());
-    }
+class test_kmod_mpi_cached : public kmod_rdma_fixture {
 };
 
 TEST_F(test_kmod_mpi_cached, nothing_changing_keeps_registrations)
@@ -255,20 +248,8 @@ TEST_F(test_kmod_mpi_plain, shm_shows_the_failure)
  * engine's dispatcher thread must handle a kernel event by itself and
  * re-bind the window under the peer's old key before the peer uses it.
  */
-class test_kmod_uct : public rdma_fixture,
+class test_kmod_uct : public kmod_rdma_fixture,
                       public ::testing::WithParamInterface<std::string> {
-protected:
-    static void TearDownTestSuite()
-    {
-        kmod_unload();
-    }
-
-    void SetUp() override
-    {
-        rdma_fixture::SetUp();
-        ASSERT_EQ(0u, geteuid()) << "run in the guest (make check-rdma)";
-        ASSERT_TRUE(kmod_load());
-    }
 };
 
 TEST_P(test_kmod_uct, keeps_every_byte)
