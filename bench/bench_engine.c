@@ -12,7 +12,9 @@
  *     munmap of a leased 1 MiB range until the engine has the event pending,
  *     and event-to-restored, from then until ucs_mrlease_progress() returns
  *     with the owner called back and restored (bench_latency.c)
- *  5. engine bytes per lease: malloc's bytes in use (mallinfo2) before and
+ *  5. registering a range per monitor set: acquire and release of a lease
+ *     on 1 MiB, p50 (with MONITORS too, e.g. kmod in the guest)
+ *  6. engine bytes per lease: malloc's bytes in use (mallinfo2) before and
  *     after acquiring 10^5 leases, divided by 10^5 (goal <= 128 B)
  *
  *   bench_engine [CSV [MONITORS]]: with MONITORS (e.g. "kmod", in the guest),
@@ -192,6 +194,51 @@ static void bench_munmap(const char *monitors, int leased)
     fprintf(csv, "munmap_1MiB_p50,%s,%d,%.1f,ns\n", label, iters, p50);
     fprintf(csv, "munmap_1MiB_p99,%s,%d,%.1f,ns\n", label, iters, p99);
     free(lat);
+    ucs_mrlease_engine_destroy(e);
+}
+
+/* Registering a range with the monitors: acquire + release of a lease on a
+ * populated 1 MiB anonymous range (what an owner pays per registration:
+ * the backing read from /proc/self/maps and each monitor's arm), p50. */
+static void bench_acquire(const char *monitors)
+{
+    const int iters = 2000;
+    const size_t len = 1 << 20;
+    ucs_mrlease_params_t params = {.cb = restore_now};
+    ucs_mrlease_engine_t *e = engine_with(monitors);
+    double *acq = calloc(iters, sizeof(double));
+    double *rel = calloc(iters, sizeof(double));
+    unsigned long broken = 0;
+    ucs_mrlease_t *l;
+    char label[64];
+    double t0;
+    int i;
+    void *p;
+
+    params.arg = &broken;
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(p, 1, len);
+    for (i = 0; i < iters; ++i) {
+        t0     = now_ns();
+        ucs_mrlease_acquire(e, p, len, &params, &l);
+        acq[i] = now_ns() - t0;
+        t0     = now_ns();
+        ucs_mrlease_release(l);
+        rel[i] = now_ns() - t0;
+    }
+    snprintf(label, sizeof(label), "%s", monitors);
+    for (i = 0; label[i] != '\0'; ++i) {
+        label[i] = (label[i] == ',') ? '+' : label[i];
+    }
+    printf("%-28s acquire p50 %8.1f us   release p50 %8.1f us\n", monitors,
+           percentile(acq, iters, 0.50) / 1e3, percentile(rel, iters, 0.50) / 1e3);
+    fprintf(csv, "acquire_1MiB_p50,%s,%d,%.1f,ns\n", label, iters,
+            percentile(acq, iters, 0.50));
+    fprintf(csv, "release_1MiB_p50,%s,%d,%.1f,ns\n", label, iters,
+            percentile(rel, iters, 0.50));
+    munmap(p, len);
+    free(acq);
+    free(rel);
     ucs_mrlease_engine_destroy(e);
 }
 
@@ -375,6 +422,7 @@ int main(int argc, char **argv)
                "rest p99");
         bench_latency(only);
         bench_munmap(only, 1);
+        bench_acquire(only);
         fclose(csv);
         return 0;
     }
@@ -398,6 +446,12 @@ int main(int argc, char **argv)
     bench_munmap("ucm", 1);
     bench_munmap("uffd", 1);
     bench_munmap("uffd,ucm,flease,inject", 1);
+
+    printf("\n## registering a range: acquire/release of a lease on 1 MiB (2000 runs)\n");
+    bench_acquire("inject");
+    bench_acquire("ucm");
+    bench_acquire("uffd");
+    bench_acquire("uffd,ucm,flease,inject");
 
     printf("\n## dispatch (inject): one event to 1 lease among N / to all N, per lease,\n"
            "## each lease restored by its owner; madvise: the mapping stayed, unmap:\n"
