@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 extern char **environ;
 
@@ -195,12 +196,19 @@ static void mrl_help_bool(char *buf, size_t max, const void *arg)
     snprintf(buf, max, "y|yes|on|1 or n|no|off|0");
 }
 
+/* Not ucs_config_sscanf_bool(): it takes on/off from UCX 1.15 only. */
 static int mrl_read_bool(const char *buf, void *dest, const void *arg)
 {
-    if (ucs_config_sscanf_bool(buf, dest, NULL) != 1) {
-        return mrl_bad(arg, buf, "is not yes or no", mrl_help_bool);
+    static const char *yes[] = {"y", "yes", "on", "1"}, *no[] = {"n", "no", "off", "0"};
+    size_t i;
+
+    for (i = 0; i < sizeof(yes) / sizeof(yes[0]); ++i) {
+        if (!strcasecmp(buf, yes[i]) || !strcasecmp(buf, no[i])) {
+            *(int*)dest = !strcasecmp(buf, yes[i]);
+            return 1;
+        }
     }
-    return 1;
+    return mrl_bad(arg, buf, "is not yes or no", mrl_help_bool);
 }
 
 static void mrl_help_bitmap(char *buf, size_t max, const void *arg)

@@ -166,6 +166,19 @@ TEST_F(test_config, bounds_are_accepted)
     expect_accepted("UCX_MRLEASE_FLEASE_STALL_TIMEOUT", "60m");
 }
 
+/* The help says "y|yes|on|1 or n|no|off|0": UCX 1.13's boolean parser took
+ * no on/off (1.15's does), so mrlease's own parser reads all of them. */
+TEST_F(test_config, bool_accepts_what_its_help_says)
+{
+    for (auto v : {"y", "yes", "on", "1", "Y", "YES", "On", "n", "no", "off", "0",
+                   "N", "No", "OFF"}) {
+        expect_accepted("UCX_MRLEASE_FLEASE_ADOPT", v);
+    }
+    for (auto v : {"", "2", "onn", "of", "true", "yes ", " y"}) {
+        expect_refused("UCX_MRLEASE_UFFD_FORK", v, "y|yes|on|1 or n|no|off|0");
+    }
+}
+
 /* A misspelt variable used to be ignored without a word. */
 TEST_F(test_config, unknown_variable_warns)
 {
