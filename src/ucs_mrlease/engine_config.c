@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "engine_config.h"
+#include "config_env.h"
 #include "mrlease.h"
 
 #include <ucs/debug/log_def.h>
@@ -39,9 +40,6 @@ typedef struct {
 
 typedef void (*mrl_help_t)(char *buf, size_t max, const void *arg);
 
-/* Bad values seen by this thread's parsers, for ucs_mrlease_config_print(). */
-static __thread unsigned mrl_config_errors;
-
 static int mrl_bad(const void *arg, const char *value, const char *why,
                    mrl_help_t help)
 {
@@ -50,7 +48,7 @@ static int mrl_bad(const void *arg, const char *value, const char *why,
 
     help(accepted, sizeof(accepted), arg);
     ucs_error("mrlease: %s='%s' %s; accepted: %s", a->var, value, why, accepted);
-    ++mrl_config_errors;
+    ucs_mrlease_config_error_reported(); /* for config_env.c and the printer */
     return 0;
 }
 
@@ -223,6 +221,7 @@ static int mrl_read_bitmap(const char *buf, void *dest, const void *arg)
 {
     const mrl_field_arg_t *a = arg;
 
+    *(uint64_t*)dest = 0; /* UCS's bitmap parser sets only 32 bits before 1.18 */
     if (ucs_config_sscanf_bitmap(buf, dest, a->names) != 1) {
         return mrl_bad(arg, buf, "names an unknown monitor", mrl_help_bitmap);
     }
@@ -402,13 +401,24 @@ static void mrl_config_check_lease_break_time(const ucs_mrlease_config_t *config
     fclose(f);
 }
 
+/* UCX's parser on the release built for (it also reads ucx.conf and marks the
+ * variables used), else ours (config_env.h). */
+static ucs_status_t mrl_config_fill(ucs_mrlease_config_t *config, int ignore_errors)
+{
+    if (ucs_mrlease_config_ucx_parser()) {
+        return ucs_config_parser_fill_opts(config, ucs_mrlease_config_table, "UCX_",
+                                           "MRLEASE_", ignore_errors);
+    }
+    return ucs_mrlease_config_env_fill(config, ucs_mrlease_config_table,
+                                       MRL_VAR_PREFIX, ignore_errors);
+}
+
 ucs_status_t ucs_mrlease_config_read(ucs_mrlease_config_t *config)
 {
     ucs_status_t status;
 
     mrl_config_warn_unknown();
-    status = ucs_config_parser_fill_opts(config, ucs_mrlease_config_table,
-                                         "UCX_", "MRLEASE_", 0);
+    status = mrl_config_fill(config, 0);
     if (status != UCS_OK) {
         /* the parser released what it had filled */
         ucs_error("mrlease: invalid UCX_MRLEASE_* configuration (see above): "
@@ -422,7 +432,11 @@ ucs_status_t ucs_mrlease_config_read(ucs_mrlease_config_t *config)
 
 void ucs_mrlease_config_release(ucs_mrlease_config_t *config)
 {
-    ucs_config_parser_release_opts(config, ucs_mrlease_config_table);
+    if (ucs_mrlease_config_ucx_parser()) {
+        ucs_config_parser_release_opts(config, ucs_mrlease_config_table);
+    } else {
+        ucs_mrlease_config_env_release(config, ucs_mrlease_config_table);
+    }
 }
 
 void ucs_mrlease_config_print(FILE *stream)
@@ -432,19 +446,23 @@ void ucs_mrlease_config_print(FILE *stream)
     unsigned errors;
 
     /* Bad values are reported, and shown with their defaults. */
-    mrl_config_errors = 0;
-    status = ucs_config_parser_fill_opts(&config, ucs_mrlease_config_table,
-                                         "UCX_", "MRLEASE_", 1);
-    errors = mrl_config_errors;
+    errors = ucs_mrlease_config_error_count();
+    status = mrl_config_fill(&config, 1);
+    errors = ucs_mrlease_config_error_count() - errors;
     if (status != UCS_OK) {
         fprintf(stream, "%s cannot read the UCX_MRLEASE_* configuration: %s\n",
                 UCS_MRLEASE_CONFIG_ERROR_MARK, ucs_status_string(status));
         return;
     }
-    ucs_config_parser_print_opts(stream, "mrlease configuration", &config,
-                                 ucs_mrlease_config_table, "MRLEASE_", "UCX_",
-                                 UCS_CONFIG_PRINT_CONFIG | UCS_CONFIG_PRINT_DOC |
-                                 UCS_CONFIG_PRINT_HEADER);
+    if (ucs_mrlease_config_ucx_parser()) {
+        ucs_config_parser_print_opts(stream, "mrlease configuration", &config,
+                                     ucs_mrlease_config_table, "MRLEASE_", "UCX_",
+                                     UCS_CONFIG_PRINT_CONFIG | UCS_CONFIG_PRINT_DOC |
+                                     UCS_CONFIG_PRINT_HEADER);
+    } else {
+        ucs_mrlease_config_env_print(stream, "mrlease configuration", &config,
+                                     ucs_mrlease_config_table, MRL_VAR_PREFIX);
+    }
     ucs_mrlease_config_release(&config);
     if (errors > 0) {
         fprintf(stream, "#\n%s %u UCX_MRLEASE_* value(s) are invalid (reported "

@@ -1,5 +1,7 @@
 #include "ib_lease.h"
 
+#include <ucs_mrlease/config_env.h>
+
 #include <stddef.h>
 
 static ucs_config_field_t ucs_ib_lease_config_table[] = {
@@ -34,8 +36,15 @@ static ucs_config_field_t ucs_ib_lease_config_table[] = {
     {NULL}
 };
 
+/* UCX's parser only on the release built for (ucs_mrlease_config_use_ucx_parser):
+ * another release's parser has another ABI. The fields are flags: nothing to
+ * release. */
 ucs_status_t ucs_ib_lease_config_read(ucs_ib_lease_config_t *config)
 {
-    return ucs_config_parser_fill_opts(config, ucs_ib_lease_config_table, "UCX_",
-                                       "IB_LEASE_", 0);
+    if (ucs_mrlease_config_ucx_parser()) {
+        return ucs_config_parser_fill_opts(config, ucs_ib_lease_config_table, "UCX_",
+                                           "IB_LEASE_", 0);
+    }
+    return ucs_mrlease_config_env_fill(config, ucs_ib_lease_config_table,
+                                       "UCX_IB_LEASE_", 0);
 }
