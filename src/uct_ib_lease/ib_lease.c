@@ -19,6 +19,7 @@
 #include "mw_binder.h"
 #include "ucx_compat.h"
 #include "ucs_mrlease/engine.h" /* the engine's size, for our own storage */
+#include "ucs_mrlease/config_env.h"
 
 #include <ucs_mrlease/mrlease_rcache.h>
 #include <ucp/api/ucp.h>
@@ -42,6 +43,7 @@ typedef void (*rcache_destroy_func_t)(ucs_rcache_t*);
 static struct {
     pthread_mutex_t       lock;
     int                   state;      /* IB_LEASE_STATE_* */
+    ib_lease_mode_t       mode;       /* while on */
     ucs_ib_lease_config_t config;
     rcache_create_func_t  real_create;
     rcache_get_func_t     real_get;
@@ -125,7 +127,9 @@ static void ib_lease_resolve(void)
 /* First IB rcache: decide, once, whether we are on (lock held). */
 static void ib_lease_decide(void)
 {
+    ib_lease_mode_t mode;
     ucs_status_t status;
+    int tested_abi;
 
     if (ib_lease.state != IB_LEASE_STATE_INIT) {
         return;
@@ -136,9 +140,13 @@ static void ib_lease_decide(void)
         ucs_debug("mrlease: libuct_ib_lease loaded but UCX_IB_LEASE_ENABLE is not set");
         return;
     }
-    if (!ib_lease_ucx_decide(1)) {
+    if (!ib_lease_ucx_decide(1, &mode, &tested_abi)) {
         return;
     }
+    ib_lease.mode = mode;
+    /* On another release UCX's parser has another ABI: ours reads the
+     * environment instead */
+    ucs_mrlease_config_use_ucx_parser(tested_abi);
     if (ucs_ib_lease_config_read(&ib_lease.config) != UCS_OK) {
         ucs_error("mrlease: libuct_ib_lease: bad UCX_IB_LEASE_* configuration: "
                   "NOT enabled");
@@ -160,11 +168,15 @@ static void ib_lease_decide(void)
         ucs_warn("mrlease: libuct_ib_lease: no dispatcher thread: decoherence is "
                  "handled at the next registration lookup");
     }
-    if (ib_lease.config.keep_rkeys) {
-        ib_lease_keeper_enable(&ib_lease_engine_storage);
+    /* verbs mode leases every registration in the keeper, windows or not */
+    if (ib_lease.config.keep_rkeys || (mode == IB_LEASE_MODE_VERBS)) {
+        ib_lease_keeper_enable(&ib_lease_engine_storage,
+                               mode == IB_LEASE_MODE_VERBS,
+                               ib_lease.config.keep_rkeys);
     }
     __atomic_store_n(&ib_lease.state, IB_LEASE_STATE_ON, __ATOMIC_RELEASE);
-    ucs_debug("mrlease: libuct_ib_lease on, monitors 0x%x",
+    ucs_debug("mrlease: libuct_ib_lease on in %s mode, monitors 0x%x",
+              (mode == IB_LEASE_MODE_VERBS) ? "verbs" : "rcache",
               ucs_mrlease_engine_monitors(&ib_lease_engine_storage));
 }
 
@@ -180,12 +192,20 @@ int ib_lease_is_on(void)
     return on;
 }
 
+/* libuct_ib.so, and from UCX 1.18 its sibling modules libuct_ib_mlx5.so
+ * and libuct_ib_efa.so (any libuct_ib_*.so but ours). */
 int ib_lease_caller_is_uct_ib(const void *ret_addr)
 {
+    const char *base;
     Dl_info info;
 
-    return dladdr(ret_addr, &info) && (info.dli_fname != NULL) &&
-           (strstr(info.dli_fname, "libuct_ib.so") != NULL);
+    if (!dladdr(ret_addr, &info) || (info.dli_fname == NULL)) {
+        return 0;
+    }
+    base = strrchr(info.dli_fname, '/');
+    base = (base != NULL) ? base + 1 : info.dli_fname;
+    return !strncmp(base, "libuct_ib.so", 12) ||
+           (!strncmp(base, "libuct_ib_", 10) && strncmp(base, "libuct_ib_lease", 15));
 }
 
 static ucs_mrlease_rcache_t *ib_lease_find(const void *rcache)
@@ -236,7 +256,9 @@ ucs_status_t ucs_rcache_create(const ucs_rcache_params_t *params, const char *na
         return ib_lease.real_create(params, name, stats_parent, rcache_p);
     }
     ib_lease_decide();
-    if ((ib_lease.state != IB_LEASE_STATE_ON) || ((slot = ib_lease_slot_get(name)) < 0)) {
+    /* verbs mode leases below the caches (rkey_keeper.c, verbs_lease.c) */
+    if ((ib_lease.state != IB_LEASE_STATE_ON) || (ib_lease.mode != IB_LEASE_MODE_RCACHE) ||
+        ((slot = ib_lease_slot_get(name)) < 0)) {
         pthread_mutex_unlock(&ib_lease.lock);
         return ib_lease.real_create(params, name, stats_parent, rcache_p);
     }
@@ -409,8 +431,15 @@ static void ib_lease_summary(void)
             (unsigned long long)c.leases_broken, (unsigned long long)c.leases_restored,
             (unsigned long long)c.leases_dead, (unsigned long long)c.leases_active);
     ib_lease_summary_uncached(&c);
+    ib_lease_keeper_counters_get(&kc);
+    if (ib_lease.mode == IB_LEASE_MODE_VERBS) {
+        fprintf(stderr, "mrlease[%d]: verbs mode; %llu IB registrations leased at "
+                "libibverbs; %llu breaks told to UCX's caches; %llu registrations "
+                "without a lease (used once)\n", (int)getpid(),
+                (unsigned long long)kc.verbs_leased, (unsigned long long)kc.told,
+                (unsigned long long)kc.unleased);
+    }
     if (ib_lease.config.keep_rkeys) {
-        ib_lease_keeper_counters_get(&kc);
         fprintf(stderr, "mrlease[%d]: remote keys: %llu kept through memory windows, "
                 "%llu windows re-bound to new pages, %llu waiting for their memory, "
                 "%llu lost it; %llu re-binds waited for a change under way; "

@@ -15,6 +15,7 @@ typedef struct ucs_ib_lease_config {
     int summary;
     int async;
     int keep_rkeys;
+    unsigned mode; /* decided by ucx_compat.c, from the same variable */
 } ucs_ib_lease_config_t;
 
 ucs_status_t ucs_ib_lease_config_read(ucs_ib_lease_config_t *config);

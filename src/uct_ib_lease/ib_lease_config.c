@@ -4,6 +4,10 @@
 
 #include <stddef.h>
 
+/* Read first, without the parser, by ucx_compat.c (which decides on it);
+ * listed here for the documentation and so that UCX sees it used. */
+static const char *ucs_ib_lease_mode_names[] = {"auto", "rcache", "verbs", NULL};
+
 static ucs_config_field_t ucs_ib_lease_config_table[] = {
     {"ENABLE", "n",
      "Keep the registrations of UCX's IB transports coherent with the lease\n"
@@ -32,6 +36,14 @@ static ucs_config_field_t ucs_ib_lease_config_table[] = {
      "window bind per registration. Devices without type-1 windows fall back\n"
      "to plain keys, with a warning.",
      offsetof(ucs_ib_lease_config_t, keep_rkeys), UCS_CONFIG_TYPE_BOOL},
+
+    {"MODE", "auto",
+     "Where registrations are leased. rcache: the IB memory domain's registration\n"
+     "caches are interposed (UCX 1.13 only). verbs: every registration UCX's IB\n"
+     "transports make is leased at libibverbs, and UCX's caches are told of each\n"
+     "change through UCM's memory events (UCX 1.13 to 1.20). auto: rcache on 1.13,\n"
+     "verbs on later releases (docs/ucx-versions.md).",
+     offsetof(ucs_ib_lease_config_t, mode), UCS_CONFIG_TYPE_ENUM(ucs_ib_lease_mode_names)},
 
     {NULL}
 };

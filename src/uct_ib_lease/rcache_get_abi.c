@@ -35,6 +35,11 @@ ucs_status_t ucs_rcache_get(void *rcache, void *address, size_t length, uintptr_
                                           (void*)a4,
                                           (struct ucs_rcache_region**)a5);
     }
+    /* Any cache's lookup is a registration path: changes still pending are
+     * handled first (one load when none is). In verbs mode this is where a
+     * UCT-level user of the IB memory domain's cache (1.13 to 1.15) catches
+     * up, as UCP's callers do in its entry points. */
+    ib_lease_catch_up();
     real = (rcache_get_any_func_t)ib_lease_rcache_get_next();
     return real(rcache, address, length, a3, a4, a5, a6);
 }

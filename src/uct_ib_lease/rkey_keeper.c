@@ -40,10 +40,13 @@ static void ib_lease_keeper_resolve(void)
     }
 }
 
-void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine)
+void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine, int verbs_mode,
+                            int windows)
 {
     pthread_mutex_lock(&ib_lease_keeper.lock);
     ib_lease_keeper_resolve();
+    ib_lease_keeper.verbs_mode = verbs_mode;
+    ib_lease_keeper.windows    = windows;
     if (ib_lease_keeper.unbacked.next == NULL) {
         ucs_list_head_init(&ib_lease_keeper.unbacked);
         kh_init_inplace(ib_lease_mr_slot, &ib_lease_keeper.by_mr);
@@ -118,7 +121,7 @@ void ib_lease_keeper_counters_get(ib_lease_keeper_counters_t *counters)
 
 /* --- slots (lock held) ---------------------------------------------------- */
 
-static int ib_lease_slot_alloc(ib_lease_kept_mr_t *k)
+int ib_lease_slot_alloc(ib_lease_kept_mr_t *k)
 {
     unsigned i, n;
 
@@ -155,7 +158,7 @@ found:
     return 0;
 }
 
-static void ib_lease_slot_free(ib_lease_kept_mr_t *k)
+void ib_lease_slot_free(ib_lease_kept_mr_t *k)
 {
     ib_lease_keeper.slots[k->slot] = NULL;
     ++ib_lease_keeper.slot_gen[k->slot];
@@ -247,11 +250,42 @@ static int ib_lease_reported_before_change(const ucs_mrlease_event_t *event)
            (event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM));
 }
 
-static ucs_status_t ib_lease_kept_break(ucs_mrlease_t *lease,
-                                        const ucs_mrlease_event_t *event, void *arg)
+/* Re-bind or unbind k's window for a break (lock held). */
+static ucs_status_t ib_lease_window_break(ib_lease_kept_mr_t *k,
+                                          const ucs_mrlease_event_t *event)
 {
+    if (ib_lease_reported_before_change(event)) {
+        /* The pages are still the old ones: unbind now, re-bind at a later
+         * catch-up, after the change (ib_lease_wait_hooked_changes). */
+        ib_lease_unbind(k);
+        ib_lease_mark_unbacked(k);
+        if ((event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM)) ||
+            (event->kinds & UCS_MRLEASE_EV_REMOVE)) {
+            /* re-bound after a wait for hooked calls (rkey_retry.c) */
+            k->hooked_seq = ++ib_lease_keeper.hooked_changes;
+            if (k->hooked_seq == 0) { /* 0 means none */
+                k->hooked_seq = ++ib_lease_keeper.hooked_changes;
+            }
+        }
+        return UCS_OK;
+    }
+
+    if (ib_lease_rebind(k) == UCS_OK) {
+        ib_lease_unmark_unbacked(k);
+        return UCS_OK;
+    }
+    ib_lease_unbind(k);
+    ib_lease_mark_unbacked(k);
+    k->lease_waits = 1;
+    return UCS_INPROGRESS;
+}
+
+ucs_status_t ib_lease_kept_break(ucs_mrlease_t *lease, const ucs_mrlease_event_t *event,
+                                 void *arg)
+{
+    ucs_status_t status = UCS_INPROGRESS;
+    uintptr_t start = 0, end = 0;
     ib_lease_kept_mr_t *k;
-    ucs_status_t status;
 
     pthread_mutex_lock(&ib_lease_keeper.lock);
     k = ib_lease_slot_find(arg);
@@ -267,39 +301,29 @@ static ucs_status_t ib_lease_kept_break(ucs_mrlease_t *lease,
         return UCS_OK;
     }
 
-    if (ib_lease_reported_before_change(event)) {
-        /* The pages are still the old ones: unbind now, re-bind at a later
-         * catch-up, after the change (ib_lease_wait_hooked_changes). */
-        ib_lease_unbind(k);
-        ib_lease_mark_unbacked(k);
-        if ((event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM)) ||
-            (event->kinds & UCS_MRLEASE_EV_REMOVE)) {
-            /* re-bound after a wait for hooked calls (rkey_retry.c) */
-            k->hooked_seq = ++ib_lease_keeper.hooked_changes;
-            if (k->hooked_seq == 0) { /* 0 means none */
-                k->hooked_seq = ++ib_lease_keeper.hooked_changes;
-            }
-        }
-        pthread_mutex_unlock(&ib_lease_keeper.lock);
-        return UCS_OK;
+    if (k->mw != NULL) {
+        status = ib_lease_window_break(k, event);
     }
-
-    if (ib_lease_rebind(k) == UCS_OK) {
-        ib_lease_unmark_unbacked(k);
-        status = UCS_OK;
-    } else {
-        ib_lease_unbind(k);
-        ib_lease_mark_unbacked(k);
-        k->lease_waits = 1;
-        status         = UCS_INPROGRESS;
+    if (k->told) {
+        /* Verbs mode: UCX's own MR (its local key) still holds the old
+         * pages; every cache that keeps it learns of the change through
+         * its VM_UNMAPPED handler, drops it once no transfer uses it, and
+         * registers the new pages at its next lookup. Without a window the
+         * lease is restored when UCX deregisters the MR. */
+        start = (uintptr_t)k->addr;
+        end   = start + k->length;
+        ++ib_lease_keeper.counters.told;
     }
     pthread_mutex_unlock(&ib_lease_keeper.lock);
+    if (end != 0) {
+        ucs_mrlease_ucm_feed(start, end);
+    }
     return status;
 }
 
 /* --- the interposed verbs -------------------------------------------------- */
 
-static void ib_lease_kept_free(ib_lease_kept_mr_t *k)
+void ib_lease_kept_free(ib_lease_kept_mr_t *k)
 {
     ib_lease_unmark_unbacked(k);
     if (k->lease != NULL) {
@@ -314,64 +338,88 @@ static void ib_lease_kept_free(ib_lease_kept_mr_t *k)
     free(k);
 }
 
+int ib_lease_kept_index(ib_lease_kept_mr_t *k)
+{
+    khiter_t it;
+    int ret;
+
+    it = kh_put(ib_lease_mr_slot, &ib_lease_keeper.by_mr, (uintptr_t)k->mr, &ret);
+    if (ret < 0) {
+        return -1;
+    }
+    kh_val(&ib_lease_keeper.by_mr, it) = k->slot;
+    ++ib_lease_keeper.count;
+    return 0;
+}
+
+/* Put a window over k's registration and hand its key out as the MR's
+ * (lock held). Nonzero: no window (k->mw NULL), the MR keeps its own key. */
+int ib_lease_window_attach(ib_lease_kept_mr_t *k)
+{
+    k->binder = ib_lease_mw_binder_get(k->mr->pd);
+    if (k->binder == NULL) {
+        return -1;
+    }
+    k->remote_access = k->access & IB_LEASE_REMOTE_ACCESS;
+    k->mw            = ibv_alloc_mw(k->mr->pd, IBV_MW_TYPE_1);
+    if (k->mw == NULL) {
+        ucs_diag("mrlease: ibv_alloc_mw failed (%m): registration %p+%zu keeps "
+                 "its own rkey", k->addr, k->length);
+        return -1;
+    }
+    k->rkey = k->mw->rkey;
+    if (ib_lease_mw_bind(k->binder, k->mw, k->mr, k->addr, k->length,
+                         k->remote_access, k->rkey) != UCS_OK) {
+        ibv_dealloc_mw(k->mw);
+        k->mw = NULL;
+        return -1;
+    }
+    k->bound    = 1;
+    k->mr->rkey = k->rkey;
+    ++ib_lease_keeper.counters.kept;
+    return 0;
+}
+
 /* Hand out a registration through a window (lock held). NULL: as it was. */
 static ib_lease_kept_mr_t *ib_lease_keep(struct ibv_mr *mr, unsigned access)
 {
     ucs_mrlease_params_t params = {0};
+    uint32_t own_rkey = mr->rkey;
     ib_lease_kept_mr_t *k;
-    ib_lease_mw_binder_t *binder;
-    khiter_t it;
-    int ret;
 
-    binder = ib_lease_mw_binder_get(mr->pd);
-    if (binder == NULL) {
-        return NULL;
-    }
     k = calloc(1, sizeof(*k));
     if ((k == NULL) || (ib_lease_slot_alloc(k) != 0)) {
         free(k);
         return NULL;
     }
-    k->mr            = mr;
-    k->backing       = mr;
-    k->binder        = binder;
-    k->addr          = mr->addr;
-    k->length        = mr->length;
-    k->access        = access;
-    k->remote_access = access & IB_LEASE_REMOTE_ACCESS;
-    k->mw            = ibv_alloc_mw(mr->pd, IBV_MW_TYPE_1);
-    if (k->mw == NULL) {
-        ucs_diag("mrlease: ibv_alloc_mw failed (%m): registration %p+%zu keeps "
-                 "its own rkey", k->addr, k->length);
+    k->mr      = mr;
+    k->backing = mr;
+    k->addr    = mr->addr;
+    k->length  = mr->length;
+    k->access  = access;
+    if (ib_lease_window_attach(k) != 0) {
         goto err;
     }
-    k->rkey = k->mw->rkey;
-    if (ib_lease_mw_bind(binder, k->mw, mr, k->addr, k->length, k->remote_access,
-                         k->rkey) != UCS_OK) {
-        goto err;
-    }
-    k->bound = 1;
 
     params.field_mask = 0;
     params.cb         = ib_lease_kept_break;
-    params.arg        = (void*)(((uintptr_t)ib_lease_keeper.slot_gen[k->slot] << 32) | k->slot);
+    params.arg        = ib_lease_slot_arg(k);
     if (ucs_mrlease_acquire(ib_lease_keeper.engine, k->addr, k->length, &params,
                             &k->lease) != UCS_OK) {
         k->lease = NULL;
         goto err;
     }
 
-    it = kh_put(ib_lease_mr_slot, &ib_lease_keeper.by_mr, (uintptr_t)mr, &ret);
-    if (ret < 0) {
+    if (ib_lease_kept_index(k) != 0) {
         goto err;
     }
-    kh_val(&ib_lease_keeper.by_mr, it) = k->slot;
-    ++ib_lease_keeper.count;
-    ++ib_lease_keeper.counters.kept;
-    mr->rkey = k->rkey;
     return k;
 
 err:
+    if (k->mw != NULL) {
+        --ib_lease_keeper.counters.kept;
+    }
+    mr->rkey = own_rkey;
     ib_lease_slot_free(k);
     k->backing = mr;
     ib_lease_kept_free(k);
@@ -389,10 +437,14 @@ struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
         ib_lease_keeper_resolve();
         pthread_mutex_unlock(&ib_lease_keeper.lock);
     }
-    if ((ib_lease_keeper.engine == NULL) || !(access & IB_LEASE_REMOTE_ACCESS) ||
-        (access & IBV_ACCESS_ON_DEMAND) || (iova != (uintptr_t)addr) ||
-        (length == 0) || !ib_lease_caller_is_uct_ib(caller)) {
+    if ((ib_lease_keeper.engine == NULL) || (access & IBV_ACCESS_ON_DEMAND) ||
+        (iova != (uintptr_t)addr) || (length == 0) ||
+        (!(access & IB_LEASE_REMOTE_ACCESS) && !ib_lease_keeper.verbs_mode) ||
+        !ib_lease_caller_is_uct_ib(caller)) {
         return ib_lease_keeper.real_reg(pd, addr, length, iova, access);
+    }
+    if (ib_lease_keeper.verbs_mode) {
+        return ib_lease_verbs_reg(pd, addr, length, access);
     }
 
     pthread_mutex_lock(&ib_lease_keeper.lock);

@@ -28,6 +28,11 @@ typedef struct ib_lease_keeper_counters {
                                     change to be made first (> 1 ms) */
     uint64_t device_refused; /* windows not re-bound: a device's memory (a
                                 verbs queue) is mapped where theirs was */
+    /* verbs mode (verbs_lease.c) */
+    uint64_t verbs_leased;   /* registrations leased at libibverbs */
+    uint64_t told;           /* breaks told to UCX's caches (ucm_vm_munmap) */
+    uint64_t unleased;       /* registrations no lease could be taken for:
+                                told at once, so no cache keeps them */
 } ib_lease_keeper_counters_t;
 
 /* Non-zero while some window waits for its memory to be mapped again. The
@@ -37,8 +42,11 @@ typedef struct ib_lease_keeper_counters {
  * memory stays away, and in between the catch-up stays one load. */
 extern volatile uint32_t ib_lease_keeper_unbacked;
 
-/* Start keeping remote keys for registrations made by libuct_ib. */
-void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine);
+/* Start keeping remote keys for registrations made by libuct_ib (windows:
+ * hand remote keys out through memory windows); in verbs mode, lease every
+ * registration libuct_ib makes and tell UCX's caches of each break. */
+void ib_lease_keeper_enable(ucs_mrlease_engine_t *engine, int verbs_mode,
+                            int windows);
 
 /* Slow path of the catch-up, while the keeper holds the pending word:
  * re-bind windows whose memory is back. */

@@ -32,7 +32,7 @@ typedef struct ib_lease_kept_mr {
     struct ibv_mr        *mr;       /* UCX's; its rkey field is the window's */
     struct ibv_mr        *backing;  /* what the window is bound to: mr, or a
                                        registration of the range's newer pages */
-    struct ibv_mw        *mw;
+    struct ibv_mw        *mw;       /* NULL: no window (verbs mode) */
     ib_lease_mw_binder_t *binder;
     ucs_mrlease_t        *lease;
     void                 *addr;
@@ -47,6 +47,8 @@ typedef struct ib_lease_kept_mr {
     int                  lease_waits;   /* we answered UCS_INPROGRESS */
     int                  reported;
     int                  device_refused; /* counted and said once */
+    int                  told;          /* verbs mode: a break is told to
+                                           UCX's caches (ucm_vm_munmap) */
     double               unbacked_since;
     double               next_retry;
     double               retry_interval; /* doubles per failed attempt */
@@ -63,6 +65,8 @@ typedef int (*dealloc_pd_func_t)(struct ibv_pd*);
 typedef struct ib_lease_keeper {
     pthread_mutex_t            lock;
     ucs_mrlease_engine_t       *engine;     /* set: keeping is on */
+    int                        verbs_mode;  /* lease every registration */
+    int                        windows;     /* remote keys through windows */
     reg_mr_iova2_func_t        real_reg;
     dereg_mr_func_t            real_dereg;
     dealloc_pd_func_t          real_dealloc_pd;
@@ -106,6 +110,25 @@ extern ib_lease_keeper_t ib_lease_keeper;
 
 /* rkey_keeper.c (lock held) */
 ucs_status_t ib_lease_rebind(ib_lease_kept_mr_t *k);
+int ib_lease_slot_alloc(ib_lease_kept_mr_t *k);
+void ib_lease_slot_free(ib_lease_kept_mr_t *k);
+void ib_lease_kept_free(ib_lease_kept_mr_t *k);
+ucs_status_t ib_lease_kept_break(ucs_mrlease_t *lease, const ucs_mrlease_event_t *event,
+                                 void *arg);
+/* A lease callback argument for the registration in k's slot. */
+static inline void *ib_lease_slot_arg(const ib_lease_kept_mr_t *k)
+{
+    return (void*)(((uintptr_t)ib_lease_keeper.slot_gen[k->slot] << 32) | k->slot);
+}
+/* A window over k->mr, its key handed out as the MR's (lock held; needs
+ * k->mr, addr, length, access): 0, or no window and the MR's own key. */
+int ib_lease_window_attach(ib_lease_kept_mr_t *k);
+/* Index k under its MR (lock held): 0 on success. */
+int ib_lease_kept_index(ib_lease_kept_mr_t *k);
+
+/* verbs_lease.c: ibv_reg_mr_iova2 in verbs mode (caller checked) */
+struct ibv_mr *ib_lease_verbs_reg(struct ibv_pd *pd, void *addr, size_t length,
+                                  unsigned access);
 
 /* rkey_retry.c (lock held, but ib_lease_vm_mapped) */
 void ib_lease_hold(int hold);

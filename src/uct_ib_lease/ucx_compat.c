@@ -24,7 +24,12 @@
 /* The newest release whose source was read for docs/ucx-versions.md. */
 #define IB_LEASE_UCX_LAST_READ_MINOR 20
 
-/* A coupling of the plugin that a later release breaks. */
+/* The release on which verbs mode was also run (in the guest, by hand:
+ * contrib/try-ucx-release; CI has no such UCX). */
+#define IB_LEASE_UCX_TRIED_MINOR    18
+#define IB_LEASE_UCX_TRIED_RELEASE  1
+
+/* A coupling of the rcache mode that a later release breaks. */
 typedef struct {
     unsigned   minor; /* the 1.x release that breaks it */
     const char *what;
@@ -35,7 +40,7 @@ static const ib_lease_ucx_break_t ib_lease_ucx_breaks[] = {
          "(ucs_rcache_lookup_unsafe), out of reach of an interposed "
          "ucs_rcache_get"},
     {15, "ucs_config_parser_fill_opts() takes a table entry: the "
-         "UCX_IB_LEASE_*/UCX_MRLEASE_* tables cannot be read"},
+         "UCX_IB_LEASE_*/UCX_MRLEASE_* tables are read without it"},
     {16, "the IB memory domain has no registration cache of its own: "
          "there is none to lease"},
     {17, "ucs_rcache_get() takes an alignment and the region's refcount "
@@ -64,10 +69,16 @@ void ib_lease_ucx_judge(unsigned major, unsigned minor, unsigned release,
                  UCT_VERNO_MAJOR, UCT_VERNO_MINOR, IB_LEASE_UCX_TESTED_RELEASE);
     } else if ((major == UCT_VERNO_MAJOR) && (minor > UCT_VERNO_MINOR) &&
                (minor <= IB_LEASE_UCX_LAST_READ_MINOR)) {
-        verdict->support = IB_LEASE_UCX_READ_ONLY;
+        verdict->support = IB_LEASE_UCX_VERBS_ONLY;
         len = snprintf(verdict->why, sizeof(verdict->why),
-                       "UCX %u.%u.%u is NOT supported (source read, not "
-                       "tested):", major, minor, release);
+                       "UCX %u.%u.%u is NOT tested (%s): verbs mode only "
+                       "(registrations leased at libibverbs, UCX's caches told "
+                       "through UCM); the registration-cache mode breaks there:",
+                       major, minor, release,
+                       ((minor == IB_LEASE_UCX_TRIED_MINOR) &&
+                        (release == IB_LEASE_UCX_TRIED_RELEASE)) ?
+                       "source read, tried once in the soft-RoCE guest" :
+                       "source read, never run");
         for (i = 0; i < sizeof(ib_lease_ucx_breaks) / sizeof(ib_lease_ucx_breaks[0]);
              ++i) {
             if ((minor >= ib_lease_ucx_breaks[i].minor) &&
@@ -88,6 +99,40 @@ void ib_lease_ucx_judge(unsigned major, unsigned minor, unsigned release,
     }
 }
 
+int ib_lease_ucx_mode(const ib_lease_ucx_verdict_t *verdict, const char *request,
+                      ib_lease_mode_t *mode, char *error, size_t max)
+{
+    int rcache_abi = (verdict->support == IB_LEASE_UCX_TESTED) ||
+                     (verdict->support == IB_LEASE_UCX_SAME_ABI);
+
+    error[0] = '\0';
+    if (!ib_lease_ucx_covered(verdict)) {
+        snprintf(error, max, "%s", verdict->why);
+        return 0;
+    }
+    if ((request == NULL) || !strcasecmp(request, "auto")) {
+        *mode = rcache_abi ? IB_LEASE_MODE_RCACHE : IB_LEASE_MODE_VERBS;
+        return 1;
+    }
+    if (!strcasecmp(request, "verbs")) {
+        *mode = IB_LEASE_MODE_VERBS;
+        return 1;
+    }
+    if (!strcasecmp(request, "rcache")) {
+        if (!rcache_abi) {
+            snprintf(error, max, "UCX_IB_LEASE_MODE=rcache needs UCX %u.%u's "
+                     "registration cache: %s", UCT_VERNO_MAJOR, UCT_VERNO_MINOR,
+                     verdict->why);
+            return 0;
+        }
+        *mode = IB_LEASE_MODE_RCACHE;
+        return 1;
+    }
+    snprintf(error, max, "UCX_IB_LEASE_MODE='%s' is not a mode; accepted: auto, "
+             "rcache, verbs", request);
+    return 0;
+}
+
 int ib_lease_ucx_requested(void)
 {
     static const char *no[] = {"n", "no", "off", "0", "false", ""};
@@ -105,30 +150,38 @@ int ib_lease_ucx_requested(void)
     return 1;
 }
 
-int ib_lease_ucx_decide(int requested)
+int ib_lease_ucx_decide(int requested, ib_lease_mode_t *mode, int *tested_abi)
 {
     ib_lease_ucx_verdict_t verdict;
     unsigned major, minor, release;
+    char error[1024];
 
     ucp_get_version(&major, &minor, &release);
     ib_lease_ucx_judge(major, minor, release, &verdict);
+    *tested_abi = (verdict.support == IB_LEASE_UCX_TESTED) ||
+                  (verdict.support == IB_LEASE_UCX_SAME_ABI);
     if (!requested) {
         return 0;
     }
     /* Plain stderr, not ucs_error(): on another UCX even its logger's
      * layout is not ours to rely on. */
-    switch (verdict.support) {
-    case IB_LEASE_UCX_TESTED:
-        ucs_debug("mrlease: %s", verdict.why);
-        break;
-    case IB_LEASE_UCX_SAME_ABI:
-        fprintf(stderr, "mrlease[%d]: WARNING: %s\n", (int)getpid(), verdict.why);
-        break;
-    default:
+    if (!ib_lease_ucx_mode(&verdict, getenv("UCX_IB_LEASE_MODE"), mode, error,
+                           sizeof(error))) {
         fprintf(stderr, "mrlease[%d]: ERROR: libuct_ib_lease NOT enabled, "
                 "registrations are NOT kept coherent: %s. See "
-                "docs/ucx-versions.md.\n", (int)getpid(), verdict.why);
+                "docs/ucx-versions.md.\n", (int)getpid(), error);
+        return 0;
+    }
+    switch (verdict.support) {
+    case IB_LEASE_UCX_TESTED:
+        ucs_debug("mrlease: %s; %s mode", verdict.why,
+                  (*mode == IB_LEASE_MODE_VERBS) ? "verbs" : "rcache");
+        break;
+    default:
+        fprintf(stderr, "mrlease[%d]: WARNING: %s. Running in %s mode. See "
+                "docs/ucx-versions.md.\n", (int)getpid(), verdict.why,
+                (*mode == IB_LEASE_MODE_VERBS) ? "verbs" : "rcache");
         break;
     }
-    return ib_lease_ucx_covered(&verdict);
+    return 1;
 }

@@ -12,6 +12,7 @@
 #include <ucp/api/ucp.h>
 
 #include <stdlib.h>
+#include <string.h>
 
 using namespace mrl;
 
@@ -51,9 +52,10 @@ TEST_F(test_ucx_compat, another_patch_release_runs_with_a_warning)
     EXPECT_TRUE(says(v, "NOT tested")) << v.why;
 }
 
-TEST_F(test_ucx_compat, releases_read_are_refused_naming_what_breaks)
+TEST_F(test_ucx_compat, releases_read_run_in_verbs_mode_naming_what_breaks)
 {
-    /* release: every break from 1.14 to it is named, none after */
+    /* release: every break of the rcache mode from 1.14 to it is named,
+     * none after */
     static const struct {
         unsigned   minor;
         const char *newest;
@@ -71,13 +73,63 @@ TEST_F(test_ucx_compat, releases_read_are_refused_naming_what_breaks)
     for (const auto &r : rel) {
         ib_lease_ucx_verdict_t v = judge(1, r.minor, 1);
         SCOPED_TRACE(v.why);
-        EXPECT_EQ(IB_LEASE_UCX_READ_ONLY, v.support);
-        EXPECT_FALSE(ib_lease_ucx_covered(&v));
-        EXPECT_TRUE(says(v, "NOT supported"));
+        EXPECT_EQ(IB_LEASE_UCX_VERBS_ONLY, v.support);
+        EXPECT_TRUE(ib_lease_ucx_covered(&v));
+        EXPECT_TRUE(says(v, "NOT tested"));
+        EXPECT_TRUE(says(v, "verbs mode only"));
         EXPECT_TRUE(says(v, "ucs_rcache_lookup_unsafe"));
         EXPECT_TRUE(says(v, r.newest));
         if (r.not_yet != NULL) {
             EXPECT_FALSE(says(v, r.not_yet));
+        }
+        /* only the release run in the guest says it was */
+        EXPECT_EQ(r.minor == 18, says(v, "tried once"));
+        EXPECT_EQ(r.minor != 18, says(v, "never run"));
+    }
+    EXPECT_TRUE(says(judge(1, 18, 0), "never run"));
+}
+
+/* UCX_IB_LEASE_MODE, read without the parser: auto picks the mode the
+ * release has; rcache where its ABI is gone, or a bad value, is refused
+ * naming the variable */
+TEST_F(test_ucx_compat, mode_by_release_and_request)
+{
+    static const struct {
+        unsigned        minor, release;
+        const char      *request;
+        int             ok;
+        ib_lease_mode_t mode;
+        const char      *error;
+    } cases[] = {
+        {13, 1, NULL, 1, IB_LEASE_MODE_RCACHE, NULL},
+        {13, 1, "auto", 1, IB_LEASE_MODE_RCACHE, NULL},
+        {13, 1, "verbs", 1, IB_LEASE_MODE_VERBS, NULL},
+        {13, 1, "RCACHE", 1, IB_LEASE_MODE_RCACHE, NULL},
+        {13, 0, NULL, 1, IB_LEASE_MODE_RCACHE, NULL},
+        {14, 0, NULL, 1, IB_LEASE_MODE_VERBS, NULL},
+        {18, 1, NULL, 1, IB_LEASE_MODE_VERBS, NULL},
+        {18, 1, "verbs", 1, IB_LEASE_MODE_VERBS, NULL},
+        {18, 1, "rcache", 0, IB_LEASE_MODE_RCACHE, "UCX_IB_LEASE_MODE=rcache needs"},
+        {13, 1, "fast", 0, IB_LEASE_MODE_RCACHE, "UCX_IB_LEASE_MODE='fast' is not"},
+        {13, 1, "", 0, IB_LEASE_MODE_RCACHE, "UCX_IB_LEASE_MODE='' is not"},
+        {21, 0, NULL, 0, IB_LEASE_MODE_RCACHE, "read only up to 1.20"},
+        {21, 0, "verbs", 0, IB_LEASE_MODE_RCACHE, "read only up to 1.20"},
+    };
+
+    for (const auto &c : cases) {
+        ib_lease_ucx_verdict_t v = judge(1, c.minor, c.release);
+        ib_lease_mode_t mode     = (ib_lease_mode_t)-1;
+        char error[1024];
+        int ok = ib_lease_ucx_mode(&v, c.request, &mode, error, sizeof(error));
+        SCOPED_TRACE(std::string("1.") + std::to_string(c.minor) + "." +
+                     std::to_string(c.release) + " " +
+                     (c.request ? c.request : "(unset)") + ": " + error);
+        EXPECT_EQ(c.ok, ok);
+        if (c.ok) {
+            EXPECT_EQ(c.mode, mode);
+            EXPECT_STREQ("", error);
+        } else {
+            EXPECT_NE(nullptr, strstr(error, c.error));
         }
     }
 }

@@ -307,6 +307,17 @@ TEST_F(test_rdma, mtu_1500_plain_ucx_fails_mrlease_keeps_every_byte)
 class test_rdma_uct : public test_rdma,
                       public ::testing::WithParamInterface<std::string> {
 protected:
+    /* "verbs:SCENARIO": the same in verbs mode (test_verbs_mode.cc) */
+    bool verbs() const
+    {
+        return GetParam().rfind("verbs:", 0) == 0;
+    }
+
+    std::string scenario() const
+    {
+        return verbs() ? GetParam().substr(6) : GetParam();
+    }
+
     run_result uct_lease(bool mrlease)
     {
         std::map<std::string, std::string> env = {{"UCX_IB_GID_INDEX", "0"}};
@@ -314,8 +325,11 @@ protected:
             env["LD_PRELOAD"] = builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so");
             env["UCX_IB_LEASE_ENABLE"]   = "y";
             env["MRL_EXPECT_GONE_ERROR"] = "1";
+            if (verbs()) {
+                env["UCX_IB_LEASE_MODE"] = "verbs";
+            }
         }
-        return run({builddir_path("test/rdma/uct_lease"), GetParam()}, env, 180);
+        return run({builddir_path("test/rdma/uct_lease"), scenario()}, env, 180);
     }
 };
 
@@ -332,7 +346,10 @@ TEST_P(test_rdma_uct, mrlease_keeps_every_byte)
     EXPECT_EQ(0, r.status) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("uct_lease: ok")) << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mrlease[")) << r.output;
-    if (GetParam() == "gone") {
+    if (verbs()) {
+        EXPECT_NE(std::string::npos, r.output.find("verbs mode; ")) << r.output;
+    }
+    if (scenario() == "gone") {
         /* only the operation on the gone memory fails, and loudly */
         EXPECT_NE(std::string::npos, r.output.find("put with the old key: Connection "
                                                    "reset by remote peer")) << r.output;
@@ -340,7 +357,7 @@ TEST_P(test_rdma_uct, mrlease_keeps_every_byte)
             << r.output;
         EXPECT_NE(std::string::npos, r.output.find("registering the gone range: "
                                                    "Input/output error")) << r.output;
-    } else if (GetParam() == "device") {
+    } else if (scenario() == "device") {
         /* the key is never re-bound over librxe's queue (plain UCX: the put
          * lands in the freed pages, "Success") */
         EXPECT_NE(std::string::npos, r.output.find("put with the old key: Connection "
@@ -356,6 +373,12 @@ TEST_P(test_rdma_uct, mrlease_keeps_every_byte)
 INSTANTIATE_TEST_SUITE_P(scenario, test_rdma_uct,
                          ::testing::Values("put", "get", "atomic", "source", "inflight",
                                            "gone", "device"));
+/* verbs mode: registrations leased at libibverbs, the IB memory domain's
+ * cache told through UCM (as on UCX 1.14 and 1.15) */
+INSTANTIATE_TEST_SUITE_P(verbs_mode, test_rdma_uct,
+                         ::testing::Values("verbs:put", "verbs:get", "verbs:atomic",
+                                           "verbs:source", "verbs:inflight", "verbs:gone",
+                                           "verbs:device"));
 
 /* A child writes to the buffer after fork: this kernel (6.1) copies pinned
  * pages for the child, so plain UCX has no failure to show here; mrlease
