@@ -2,9 +2,12 @@
  * A configuration reader of our own, for UCX releases whose parser has
  * another ABI than the 1.13 headers this is compiled against (config_env.h).
  */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
 #include "config_env.h"
 
+#include <ucp/api/ucp_version.h>
 #include <ucs/debug/log_def.h>
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +18,8 @@
 #define MRL_ENV_SYNTAX_MAX 256
 #define MRL_ENV_DOC_WIDTH  10  /* UCS_CONFIG_PARSER_DOCSTR_WIDTH */
 
-static int mrl_config_ucx_parser = 1;
+/* 1: UCX's parser, 0: ours, -1: not said: the running UCX decides */
+static int mrl_config_ucx_parser = -1;
 
 /* Refused values seen in this thread (ucs_mrlease_config_error_count()). */
 static __thread unsigned mrl_config_errors;
@@ -25,9 +29,41 @@ void ucs_mrlease_config_use_ucx_parser(int yes)
     __atomic_store_n(&mrl_config_ucx_parser, !!yes, __ATOMIC_RELEASE);
 }
 
+/*
+ * Nobody said (mrlease-ctl, a program using the engine directly): UCX's
+ * parser if the running UCX is the series built against, asked of libucp
+ * (ucp_get_version(), the same since 1.0; libucs has no version call),
+ * loaded here if the process has not. Unknown: UCX's parser, as built.
+ */
+static int mrl_config_ucx_parser_probe(void)
+{
+    void (*get_version)(unsigned*, unsigned*, unsigned*);
+    unsigned major, minor, release;
+    void *ucp;
+
+    get_version = (void (*)(unsigned*, unsigned*, unsigned*))
+                  dlsym(RTLD_DEFAULT, "ucp_get_version");
+    if ((get_version == NULL) &&
+        ((ucp = dlopen("libucp.so.0", RTLD_LAZY | RTLD_LOCAL)) != NULL)) {
+        get_version = (void (*)(unsigned*, unsigned*, unsigned*))
+                      dlsym(ucp, "ucp_get_version");
+    }
+    if (get_version == NULL) {
+        return 1;
+    }
+    get_version(&major, &minor, &release);
+    return (major == UCP_API_MAJOR) && (minor == UCP_API_MINOR);
+}
+
 int ucs_mrlease_config_ucx_parser(void)
 {
-    return __atomic_load_n(&mrl_config_ucx_parser, __ATOMIC_ACQUIRE);
+    int yes = __atomic_load_n(&mrl_config_ucx_parser, __ATOMIC_ACQUIRE);
+
+    if (yes < 0) {
+        yes = mrl_config_ucx_parser_probe();
+        __atomic_store_n(&mrl_config_ucx_parser, yes, __ATOMIC_RELEASE);
+    }
+    return yes;
 }
 
 void ucs_mrlease_config_error_reported(void)

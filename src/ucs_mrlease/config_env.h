@@ -21,8 +21,9 @@
 
 /*
  * Which reader fills, releases and prints UCX_MRLEASE_* (engine_config.c) and
- * UCX_IB_LEASE_* (ib_lease_config.c): yes (the default) UCX's parser, no the
- * one below. Call it before anything is read.
+ * UCX_IB_LEASE_* (ib_lease_config.c): yes UCX's parser, no the one below.
+ * Call it before anything is read. Unless called, the first read decides:
+ * UCX's parser if the running libucp is the 1.x series built against.
  */
 void ucs_mrlease_config_use_ucx_parser(int yes);
 int  ucs_mrlease_config_ucx_parser(void);
