@@ -380,6 +380,17 @@ int ib_lease_window_attach(ib_lease_kept_mr_t *k)
     return 0;
 }
 
+void ib_lease_kept_discard(ib_lease_kept_mr_t *k, uint32_t own_rkey)
+{
+    if (k->mw != NULL) {
+        --ib_lease_keeper.counters.kept;
+    }
+    k->mr->rkey = own_rkey;
+    ib_lease_slot_free(k);
+    k->backing = k->mr;
+    ib_lease_kept_free(k);
+}
+
 /* Hand out a registration through a window (lock held). NULL: as it was. */
 static ib_lease_kept_mr_t *ib_lease_keep(struct ibv_mr *mr, unsigned access)
 {
@@ -416,13 +427,7 @@ static ib_lease_kept_mr_t *ib_lease_keep(struct ibv_mr *mr, unsigned access)
     return k;
 
 err:
-    if (k->mw != NULL) {
-        --ib_lease_keeper.counters.kept;
-    }
-    mr->rkey = own_rkey;
-    ib_lease_slot_free(k);
-    k->backing = mr;
-    ib_lease_kept_free(k);
+    ib_lease_kept_discard(k, own_rkey);
     return NULL;
 }
 

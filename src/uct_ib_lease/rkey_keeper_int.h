@@ -123,6 +123,9 @@ static inline void *ib_lease_slot_arg(const ib_lease_kept_mr_t *k)
 /* A window over k->mr, its key handed out as the MR's (lock held; needs
  * k->mr, addr, length, access): 0, or no window and the MR's own key. */
 int ib_lease_window_attach(ib_lease_kept_mr_t *k);
+/* Undo the keeping of k->mr (lock held): window, lease and slot go, the MR
+ * stays registered with its own key (own_rkey, its rkey before the window). */
+void ib_lease_kept_discard(ib_lease_kept_mr_t *k, uint32_t own_rkey);
 /* Index k under its MR (lock held): 0 on success. */
 int ib_lease_kept_index(ib_lease_kept_mr_t *k);
 

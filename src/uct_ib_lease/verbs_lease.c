@@ -29,6 +29,7 @@ struct ibv_mr *ib_lease_verbs_reg(struct ibv_pd *pd, void *addr, size_t length,
 {
     ucs_mrlease_params_t params = {0};
     int window, cacheable = 1, err;
+    uint32_t own_rkey;
     ib_lease_kept_mr_t *k;
     struct ibv_mr *mr;
 
@@ -84,6 +85,7 @@ struct ibv_mr *ib_lease_verbs_reg(struct ibv_pd *pd, void *addr, size_t length,
     }
     k->mr      = mr;
     k->backing = mr;
+    own_rkey   = mr->rkey;
     if (window && (ib_lease_window_attach(k) != 0)) {
         ucs_diag("mrlease: registration %p..%p keeps its own remote key: a "
                  "peer holding it is not moved to new pages",
@@ -91,14 +93,8 @@ struct ibv_mr *ib_lease_verbs_reg(struct ibv_pd *pd, void *addr, size_t length,
     }
     if (ib_lease_kept_index(k) != 0) {
         /* cannot be found at deregistration: not leased */
-        if (k->mw != NULL) {
-            ibv_dealloc_mw(k->mw);
-            k->mw = NULL;
-        }
-        ib_lease_slot_free(k);
-        ucs_mrlease_release(k->lease);
-        free(k);
-        k = NULL;
+        ib_lease_kept_discard(k, own_rkey);
+        k         = NULL;
         cacheable = 0;
         ++ib_lease_keeper.counters.unleased;
         pthread_mutex_unlock(&ib_lease_keeper.lock);
