@@ -8,6 +8,7 @@
 
 #include "../mrlease_test.h"
 
+#include <cctype>
 #include <cstring>
 #include <unistd.h>
 
@@ -91,14 +92,18 @@ protected:
         }
     }
 
-    /* "...; N what" in the ranks' summary lines, summed */
+    /* "N what" in the ranks' summary lines (the number right before what),
+     * summed */
     static long sum_before(const std::string &out, const std::string &what)
     {
         long sum = 0;
         for (size_t pos = out.find(what); pos != std::string::npos;
              pos = out.find(what, pos + 1)) {
-            size_t start = out.rfind("; ", pos) + 2;
-            sum += std::stol(out.substr(start, pos - start));
+            size_t start = pos;
+            while ((start > 0) && isdigit((unsigned char)out[start - 1])) {
+                --start;
+            }
+            sum += (start < pos) ? std::stol(out.substr(start, pos - start)) : 0;
         }
         return sum;
     }

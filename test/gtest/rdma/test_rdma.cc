@@ -25,19 +25,6 @@ protected:
         return ntohs(a.sin_port);
     }
 
-    /* "mrlease[pid]: remote keys: ..., N<what>": N summed over the ranks */
-    static long keeper_count(const std::string &out, const std::string &what)
-    {
-        size_t pos = 0;
-        long sum   = 0;
-        while ((pos = out.find(what, pos)) != std::string::npos) {
-            size_t start = out.rfind(", ", pos) + 2;
-            sum += std::stol(out.substr(start));
-            pos += what.size();
-        }
-        return sum;
-    }
-
     /* ucx_perftest server on rxe0, client on rxe1; returns the client's output */
     static run_result perftest(const std::string &test, const std::string &size)
     {
@@ -394,7 +381,7 @@ TEST_F(test_rdma, fork_keeps_every_byte_plain_and_mrlease)
         EXPECT_NE(std::string::npos, r.output.find("mpi_remap: ok")) << r.output;
         EXPECT_EQ(on, r.output.find("mrlease[") != std::string::npos) << r.output;
         if (on) {
-            EXPECT_EQ(0, keeper_count(r.output, " windows re-bound")) << r.output;
+            EXPECT_EQ(0, sum_before(r.output, " windows re-bound")) << r.output;
         }
     }
 }
@@ -428,7 +415,7 @@ TEST_P(test_rdma_window, mrlease_keeps_every_byte)
         << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_win_remap: ok")) << r.output;
     /* 4 changes of the target's window, each re-bound before the next epoch */
-    EXPECT_GE(keeper_count(r.output, " windows re-bound"), 4) << r.output;
+    EXPECT_GE(sum_before(r.output, " windows re-bound"), 4) << r.output;
     printf("%s", r.output.c_str());
 }
 

@@ -13,8 +13,6 @@
  */
 #include "rdma_test.h"
 
-#include <ctype.h>
-
 using namespace mrl;
 
 namespace {
@@ -88,21 +86,6 @@ protected:
         return GetParam().app;
     }
 
-    /* the numbers right before `what`, summed over the ranks' lines */
-    static long sum_of(const std::string &out, const std::string &what)
-    {
-        long sum = 0;
-        for (size_t pos = out.find(what); pos != std::string::npos;
-             pos = out.find(what, pos + 1)) {
-            size_t start = pos;
-            while ((start > 0) && isdigit((unsigned char)out[start - 1])) {
-                --start;
-            }
-            sum += (start < pos) ? std::stol(out.substr(start, pos - start)) : 0;
-        }
-        return sum;
-    }
-
     static int count(const std::string &out, const std::string &what)
     {
         int n = 0;
@@ -134,16 +117,16 @@ TEST_P(test_verbs_mode, mrlease_keeps_every_byte)
      * libibverbs, and the breaks told to UCX's caches */
     EXPECT_EQ(std::string::npos, r.output.find("rcache mode")) << r.output;
     EXPECT_EQ(2, count(r.output, "]: 0 IB registration caches leased")) << r.output;
-    EXPECT_GT(sum_of(r.output, " IB registrations leased at libibverbs"), 0)
+    EXPECT_GT(sum_before(r.output, " IB registrations leased at libibverbs"), 0)
         << r.output;
     if (c.env != NULL) {
         EXPECT_GE(uncached_count(r.output, "file_open"), 6) << r.output;
     } else {
-        EXPECT_GT(sum_of(r.output, " breaks told to UCX's caches"), 0) << r.output;
+        EXPECT_GT(sum_before(r.output, " breaks told to UCX's caches"), 0) << r.output;
     }
     if (app() == "mpi_win_remap") {
         /* the peer's key reaches the new pages: its window was re-bound */
-        EXPECT_GT(sum_of(r.output, " windows re-bound to new pages"), 0) << r.output;
+        EXPECT_GT(sum_before(r.output, " windows re-bound to new pages"), 0) << r.output;
     }
     printf("%s", r.output.c_str());
 }
