@@ -10,6 +10,11 @@
  *                     segment at the same address (no after-event exists)
  *           remap     munmap + mmap(MAP_FIXED), both through libc
  *           dontneed  madvise(MADV_DONTNEED) through libc
+ *           rawdontneed  madvise(MADV_DONTNEED) by a raw system call from a
+ *                     thread of the lowest scheduling class (SCHED_IDLE): no
+ *                     hook holds it, the scheduler does; only userfaultfd
+ *                     (which reports REMOVE before the zap) and mrlease.ko
+ *                     (after it) see it
  *
  * The changing thread is held DELAY_MS (default 300) inside the change, after
  * every memory hook of UCX and mrlease has run and before the system call
@@ -30,7 +35,9 @@
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/shm.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +81,22 @@ static void *progress_thread(void *arg)
     return NULL;
 }
 
+/* A raw madvise(DONTNEED) (no hook sees it) by a thread of the lowest
+ * scheduling class: once userfaultfd's REMOVE has been read, that thread
+ * waits for a CPU the spinning threads keep busy before it zaps the pages:
+ * the widest gap a descheduled thread could leave between the report and
+ * the change. */
+static void *raw_dontneed_thread(void *arg)
+{
+    struct sched_param param = {0};
+
+    *(long*)arg = pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);
+    if (*(long*)arg == 0) {
+        *(long*)arg = syscall(SYS_madvise, race.buf, LEN, MADV_DONTNEED);
+    }
+    return NULL;
+}
+
 static unsigned char *shm_segment_at(void *addr)
 {
     int id = shmget(IPC_PRIVATE, LEN, IPC_CREAT | 0600);
@@ -110,8 +133,17 @@ static int change(const char *mode)
                 race.buf) ? 0 : -1;
     } else if (!strcmp(mode, "dontneed")) {
         return madvise(race.buf, LEN, MADV_DONTNEED);
+    } else if (!strcmp(mode, "rawdontneed")) {
+        pthread_t changer;
+        long ret = -1;
+
+        if (pthread_create(&changer, NULL, raw_dontneed_thread, &ret) != 0) {
+            return -1;
+        }
+        pthread_join(changer, NULL);
+        return (int)ret;
     }
-    fprintf(stderr, "mpi_win_race: unknown mode '%s' (shm, remap, dontneed)\n", mode);
+    fprintf(stderr, "mpi_win_race: unknown mode '%s' (shm, remap, dontneed, rawdontneed)\n", mode);
     return -1;
 }
 
@@ -158,7 +190,7 @@ int main(int argc, char **argv)
         if (rank == 1) {
             race.progress = 1;
             pthread_create(&thread, NULL, progress_thread, NULL);
-            race.hold = 1;
+            race.hold = strcmp(mode, "rawdontneed") != 0; /* no hook sees it */
             if (change(mode) != 0) {
                 /* e.g. another thread mapped into the hole between the unmap
                  * and our mapping: the set-up raced, not mrlease */
