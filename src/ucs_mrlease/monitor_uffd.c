@@ -7,10 +7,13 @@
  * no fault is ever raised for us to service: we only want the events. The
  * kernel holds the changer until its event is read; the reader thread reads
  * it at once, after raising the pending word, so by the time the changer
- * returns any registration lookup it makes sees the change. UNMAP and REMOVE
- * are reported after the pages are gone, so holding the changer longer
- * would buy no coherence; what matters is that nothing uses the old
- * registration once the change is visible, and the pending word ensures it.
+ * returns any registration lookup it makes sees the change. UNMAP is
+ * reported after the pages are gone; REMOVE (madvise) before the zap, and
+ * the changer is let go when it is read, so a re-registration in another
+ * thread in between can pin the pages about to go: no user-space barrier
+ * exists (docs/limits.md; mrlease.ko closes it). What the pending word
+ * ensures is that nothing uses the old registration once the change is
+ * visible.
  */
 #define _GNU_SOURCE
 #include "engine.h"
