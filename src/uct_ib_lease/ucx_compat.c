@@ -24,10 +24,15 @@
 /* The newest release whose source was read for docs/ucx-versions.md. */
 #define IB_LEASE_UCX_LAST_READ_MINOR 20
 
-/* The release on which verbs mode was also run (in the guest, by hand:
- * contrib/try-ucx-release; CI has no such UCX). */
-#define IB_LEASE_UCX_TRIED_MINOR    18
-#define IB_LEASE_UCX_TRIED_RELEASE  1
+/* The releases on which verbs mode was also run (in the guest, by hand:
+ * contrib/try-ucx-release; CI has no such UCX; docs/ucx-versions.md has
+ * the figures). */
+static const struct {
+    unsigned minor, release;
+} ib_lease_ucx_tried[] = {
+    {14, 1},
+    {18, 1},
+};
 
 /* A coupling of the rcache mode that a later release breaks. */
 typedef struct {
@@ -47,6 +52,20 @@ static const ib_lease_ucx_break_t ib_lease_ucx_breaks[] = {
          "moved"},
     {18, "mlx5 transports are a module of their own (libuct_ib_mlx5.so)"},
 };
+
+static int ib_lease_ucx_was_tried(unsigned minor, unsigned release)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(ib_lease_ucx_tried) / sizeof(ib_lease_ucx_tried[0]);
+         ++i) {
+        if ((minor == ib_lease_ucx_tried[i].minor) &&
+            (release == ib_lease_ucx_tried[i].release)) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 void ib_lease_ucx_judge(unsigned major, unsigned minor, unsigned release,
                         ib_lease_ucx_verdict_t *verdict)
@@ -75,8 +94,7 @@ void ib_lease_ucx_judge(unsigned major, unsigned minor, unsigned release,
                        "(registrations leased at libibverbs, UCX's caches told "
                        "through UCM); the registration-cache mode breaks there:",
                        major, minor, release,
-                       ((minor == IB_LEASE_UCX_TRIED_MINOR) &&
-                        (release == IB_LEASE_UCX_TRIED_RELEASE)) ?
+                       ib_lease_ucx_was_tried(minor, release) ?
                        "source read, tried once in the soft-RoCE guest" :
                        "source read, never run");
         for (i = 0; i < sizeof(ib_lease_ucx_breaks) / sizeof(ib_lease_ucx_breaks[0]);
