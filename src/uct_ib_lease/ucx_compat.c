@@ -32,6 +32,7 @@ static const struct {
 } ib_lease_ucx_tried[] = {
     {14, 1},
     {18, 1},
+    {20, 1},
 };
 
 /* A coupling of the rcache mode that a later release breaks. */

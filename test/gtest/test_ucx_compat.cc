@@ -82,15 +82,16 @@ TEST_F(test_ucx_compat, releases_read_run_in_verbs_mode_naming_what_breaks)
         if (r.not_yet != NULL) {
             EXPECT_FALSE(says(v, r.not_yet));
         }
-        /* only the releases run in the guest (1.14.1, 1.18.1) say they
-         * were */
-        bool tried = (r.minor == 14) || (r.minor == 18);
+        /* only the releases run in the guest (1.14.1, 1.18.1, 1.20.1)
+         * say they were */
+        bool tried = (r.minor == 14) || (r.minor == 18) || (r.minor == 20);
         EXPECT_EQ(tried, says(v, "tried once"));
         EXPECT_EQ(!tried, says(v, "never run"));
     }
     EXPECT_TRUE(says(judge(1, 14, 0), "never run"));
     EXPECT_TRUE(says(judge(1, 18, 0), "never run"));
     EXPECT_TRUE(says(judge(1, 14, 2), "never run"));
+    EXPECT_TRUE(says(judge(1, 20, 0), "never run"));
 }
 
 /* UCX_IB_LEASE_MODE, read without the parser: auto picks the mode the
@@ -116,6 +117,7 @@ TEST_F(test_ucx_compat, mode_by_release_and_request)
         {18, 1, NULL, 1, IB_LEASE_MODE_VERBS, NULL},
         {18, 1, "verbs", 1, IB_LEASE_MODE_VERBS, NULL},
         {18, 1, "rcache", 0, IB_LEASE_MODE_RCACHE, "UCX_IB_LEASE_MODE=rcache needs"},
+        {20, 1, NULL, 1, IB_LEASE_MODE_VERBS, NULL},
         {13, 1, "fast", 0, IB_LEASE_MODE_RCACHE, "UCX_IB_LEASE_MODE='fast' is not"},
         {13, 1, "", 0, IB_LEASE_MODE_RCACHE, "UCX_IB_LEASE_MODE='' is not"},
         {21, 0, NULL, 0, IB_LEASE_MODE_RCACHE, "read only up to 1.20"},
