@@ -27,17 +27,22 @@ protected:
                                    "(make check-rdma does)";
     }
 
-    /* MRL_INSTALLED=1 (or =PREFIX): the installed launcher, /usr (PREFIX)
-     * /bin/mpirun-mrlease, which finds the installed library by itself;
-     * otherwise the source tree's, with the build tree's library. */
-    static std::string mrlease_runner()
+    /* MRL_INSTALLED=1 (or =PREFIX): the installed launcher NAME, /usr
+     * (PREFIX)/bin/NAME, which finds the installed library by itself;
+     * otherwise the source tree's contrib/NAME, with the build tree's
+     * library. */
+    static std::string mrlease_launcher(const std::string &name)
     {
         const char *prefix = getenv("MRL_INSTALLED");
         if ((prefix != nullptr) && (*prefix != '\0')) {
-            return std::string(strcmp(prefix, "1") ? prefix : "/usr") +
-                   "/bin/mpirun-mrlease";
+            return std::string(strcmp(prefix, "1") ? prefix : "/usr") + "/bin/" + name;
         }
-        return std::string(MRL_TOP_SRCDIR) + "/contrib/mpirun-mrlease";
+        return std::string(MRL_TOP_SRCDIR) + "/contrib/" + name;
+    }
+
+    static std::string mrlease_runner()
+    {
+        return mrlease_launcher("mpirun-mrlease");
     }
 
     /* contrib/vm/mpirun-rxe: one app context per rxe device, with the

@@ -94,16 +94,9 @@ protected:
         return s_dir + "/slurm.conf";
     }
 
-    /* MRL_INSTALLED=1 (or =PREFIX): the installed mrlease-exec, which finds
-     * the installed library; otherwise the source tree's (MRL_LIB) */
     static std::string mrlease_exec()
     {
-        const char *prefix = getenv("MRL_INSTALLED");
-        if ((prefix != nullptr) && (*prefix != '\0')) {
-            return std::string(strcmp(prefix, "1") ? prefix : "/usr") +
-                   "/bin/mrlease-exec";
-        }
-        return std::string(MRL_TOP_SRCDIR) + "/contrib/mrlease-exec";
+        return mrlease_launcher("mrlease-exec");
     }
 
     /* "name(pid) ..." of every munged, slurmctld, slurmd, slurmstepd */
