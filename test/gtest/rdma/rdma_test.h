@@ -8,6 +8,8 @@
 
 #include "../mrlease_test.h"
 
+#include "config.h" /* MRL_HAVE_MPICH */
+
 #include <cctype>
 #include <cstring>
 #include <unistd.h>
@@ -80,6 +82,19 @@ protected:
             env["MRL_LIB"] = builddir_path("src/uct_ib_lease/.libs/libuct_ib_lease.so");
         }
         return env;
+    }
+
+    /* why MPICH's jobs cannot run here ("" when configure found MPICH and
+     * built its test programs) */
+    static const char *mpich_missing()
+    {
+#ifdef MRL_HAVE_MPICH
+        return "";
+#else
+        return "MPICH not found at configure time (pkg-config mpich, "
+               "mpiexec.mpich): install 'mpich' and 'libmpich-dev' "
+               "(contrib/install-deps) and re-run configure";
+#endif
     }
 
     /* registrations invalidated and restored, summed over the ranks' lines */

@@ -20,11 +20,9 @@ protected:
     void SetUp() override
     {
         rdma_fixture::SetUp();
-#ifndef MRL_HAVE_MPICH
-        GTEST_SKIP() << "MPICH not found at configure time (pkg-config mpich, "
-                        "mpiexec.mpich): install 'mpich' and 'libmpich-dev' "
-                        "(contrib/install-deps) and re-run configure";
-#endif
+        if (*mpich_missing() != '\0') {
+            GTEST_SKIP() << mpich_missing();
+        }
     }
 
     /* two ranks under mpiexec.mpich, one per rxe device; hydra passes the

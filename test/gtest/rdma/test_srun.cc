@@ -179,15 +179,6 @@ protected:
         printf("%s", r.output.c_str());
     }
 
-    static bool have_mpich()
-    {
-#ifdef MRL_HAVE_MPICH
-        return true;
-#else
-        return false;
-#endif
-    }
-
     static std::string s_dir;   /* the cluster's directory */
     static std::string s_error; /* why there is no cluster */
 };
@@ -196,22 +187,19 @@ std::string test_srun::s_dir;
 std::string test_srun::s_error;
 
 static const char remap_args[] = "8 remap both";
-static const char no_mpich[]   = "MPICH not found at configure time (pkg-config mpich, "
-                                 "mpiexec.mpich): install 'mpich' and 'libmpich-dev' "
-                                 "(contrib/install-deps) and re-run configure";
 
 TEST_F(test_srun, mpich_pmi2_plain_shows_the_failure)
 {
-    if (!have_mpich()) {
-        GTEST_SKIP() << no_mpich;
+    if (*mpich_missing() != '\0') {
+        GTEST_SKIP() << mpich_missing();
     }
     expect_failure_shown(job("mpich", "pmi2", false, "test/mpi/mpich/mpi_remap", remap_args));
 }
 
 TEST_F(test_srun, mpich_pmi2_mrlease_exec_keeps_every_byte)
 {
-    if (!have_mpich()) {
-        GTEST_SKIP() << no_mpich;
+    if (*mpich_missing() != '\0') {
+        GTEST_SKIP() << mpich_missing();
     }
     expect_every_byte(job("mpich", "pmi2", true, "test/mpi/mpich/mpi_remap", remap_args));
 }
