@@ -91,8 +91,13 @@ static void *raw_dontneed_thread(void *arg)
     struct sched_param param = {0};
 
     *(long*)arg = pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);
-    if (*(long*)arg == 0) {
-        *(long*)arg = syscall(SYS_madvise, race.buf, LEN, MADV_DONTNEED);
+    if (*(long*)arg != 0) {
+        fprintf(stderr, "mpi_win_race: SCHED_IDLE: %s\n", strerror((int)*(long*)arg));
+        return NULL;
+    }
+    *(long*)arg = syscall(SYS_madvise, race.buf, LEN, MADV_DONTNEED);
+    if (*(long*)arg != 0) {
+        perror("mpi_win_race: madvise(MADV_DONTNEED)");
     }
     return NULL;
 }
@@ -143,7 +148,8 @@ static int change(const char *mode)
         pthread_join(changer, NULL);
         return (int)ret;
     }
-    fprintf(stderr, "mpi_win_race: unknown mode '%s' (shm, remap, dontneed, rawdontneed)\n", mode);
+    fprintf(stderr, "mpi_win_race: unknown mode '%s' (shm, remap, dontneed, "
+            "rawdontneed)\n", mode);
     return -1;
 }
 
