@@ -10,10 +10,11 @@
  * returns any registration lookup it makes sees the change. UNMAP is
  * reported after the pages are gone; REMOVE (madvise) before the zap, and
  * the changer is let go when it is read, so a re-registration in another
- * thread in between can pin the pages about to go: no user-space barrier
- * exists (docs/limits.md; mrlease.ko closes it). What the pending word
- * ensures is that nothing uses the old registration once the change is
- * visible.
+ * thread in between could pin the pages about to go. No event follows the
+ * zap: the remote-key keeper waits for proof that it is done before it
+ * re-binds a window (uct_ib_lease/zap_witness.h; mrlease.ko reports after
+ * the zap). What the pending word ensures is that nothing uses the old
+ * registration once the change is visible.
  */
 #define _GNU_SOURCE
 #include "engine.h"

@@ -443,11 +443,13 @@ static void ib_lease_summary(void)
         fprintf(stderr, "mrlease[%d]: remote keys: %llu kept through memory windows, "
                 "%llu windows re-bound to new pages, %llu waiting for their memory, "
                 "%llu lost it; %llu re-binds waited for a change under way; "
-                "%llu left unbound over a device's memory\n",
+                "%llu left unbound over a device's memory; %llu re-binds waited "
+                "for a raw madvise to be done, %llu made without proof of it\n",
                 (int)getpid(), (unsigned long long)kc.kept,
                 (unsigned long long)kc.rebound, (unsigned long long)kc.unbacked,
                 (unsigned long long)kc.lost, (unsigned long long)kc.waited_for_changes,
-                (unsigned long long)kc.device_refused);
+                (unsigned long long)kc.device_refused, (unsigned long long)kc.zap_waited,
+                (unsigned long long)kc.zap_unseen);
     }
 }
 

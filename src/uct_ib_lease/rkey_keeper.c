@@ -167,7 +167,7 @@ void ib_lease_slot_free(ib_lease_kept_mr_t *k)
     }
 }
 
-static ib_lease_kept_mr_t *ib_lease_slot_find(void *arg)
+ib_lease_kept_mr_t *ib_lease_slot_find(void *arg)
 {
     uintptr_t id  = (uintptr_t)arg;
     unsigned slot = (unsigned)(id & 0xffffffffu);
@@ -217,8 +217,9 @@ ucs_status_t ib_lease_rebind(ib_lease_kept_mr_t *k)
     if (k->backing != k->mr) {
         ib_lease_keeper.real_dereg(k->backing);
     }
-    k->backing = fresh;
-    k->bound   = 1;
+    k->backing  = fresh;
+    k->bound    = 1;
+    k->zap.start = k->zap.end = 0; /* whatever was reported is behind us */
     ++ib_lease_keeper.counters.rebound;
     return UCS_OK;
 }
@@ -250,13 +251,51 @@ static int ib_lease_reported_before_change(const ucs_mrlease_event_t *event)
            (event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM));
 }
 
+/*
+ * A madvise only userfaultfd saw (a raw system call: no UCM hook holds its
+ * thread; mrlease.ko would report after the zap) over private anonymous
+ * memory, whose pages it drops for good: before re-binding, the keeper waits
+ * for proof that it is done (zap_witness.h). Called before the unbind: while
+ * the window is bound, its registration keeps the first page mapped until
+ * the zap, so seeing that page gone proves the zap has begun; only if the
+ * report carries nothing else that could unmap it.
+ */
+static void ib_lease_watch_zap(ib_lease_kept_mr_t *k, const ucs_mrlease_event_t *event)
+{
+    uintptr_t page  = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ucs_max(event->start, (uintptr_t)k->addr) & ~(page - 1);
+    uintptr_t end   = ucs_min(event->end, (uintptr_t)k->addr + k->length);
+
+    if (!(event->kinds & UCS_MRLEASE_EV_REMOVE) ||
+        !(event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UFFD)) ||
+        (event->monitors & (UCS_BIT(UCS_MRLEASE_MONITOR_UCM) |
+                            UCS_BIT(UCS_MRLEASE_MONITOR_KMOD))) ||
+        (k->lease->backing_type != UCS_MRLEASE_BACKING_ANON) || (end <= start)) {
+        return;
+    }
+    if (k->zap.end > k->zap.start) {
+        /* a second report before the first was proven: the first page may
+         * have gone with the first one */
+        k->zap.start   = ucs_min(k->zap.start, start);
+        k->zap.end     = ucs_max(k->zap.end, end);
+        k->zap.present = 0;
+    } else {
+        k->zap.start   = start;
+        k->zap.end     = end;
+        k->zap.present = k->bound && !(event->kinds & ~UCS_MRLEASE_EV_REMOVE);
+    }
+    k->zap.seq = ++ib_lease_keeper.zap_seq;
+}
+
 /* Re-bind or unbind k's window for a break (lock held). */
 static ucs_status_t ib_lease_window_break(ib_lease_kept_mr_t *k,
                                           const ucs_mrlease_event_t *event)
 {
     if (ib_lease_reported_before_change(event)) {
         /* The pages are still the old ones: unbind now, re-bind at a later
-         * catch-up, after the change (ib_lease_wait_hooked_changes). */
+         * catch-up, after the change (ib_lease_wait_hooked_changes, and
+         * ib_lease_wait_zaps for a raw madvise). */
+        ib_lease_watch_zap(k, event);
         ib_lease_unbind(k);
         ib_lease_mark_unbacked(k);
         if ((event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UCM)) ||
@@ -270,10 +309,12 @@ static ucs_status_t ib_lease_window_break(ib_lease_kept_mr_t *k,
         return UCS_OK;
     }
 
-    if (ib_lease_rebind(k) == UCS_OK) {
+    if ((k->zap.end <= k->zap.start) && (ib_lease_rebind(k) == UCS_OK)) {
         ib_lease_unmark_unbacked(k);
         return UCS_OK;
     }
+    /* failed, or a raw madvise's zap is still to be proven: the retry
+     * re-binds (after the witness) */
     ib_lease_unbind(k);
     ib_lease_mark_unbacked(k);
     k->lease_waits = 1;

@@ -26,6 +26,10 @@ typedef struct ib_lease_keeper_counters {
     uint64_t lost;     /* ...for longer than a second (reported once each) */
     uint64_t waited_for_changes; /* re-binds that waited for a hooked call's
                                     change to be made first (> 1 ms) */
+    uint64_t zap_waited;     /* re-binds that waited for proof that a raw
+                                madvise was done (zap_witness.h) */
+    uint64_t zap_unseen;     /* ...and were made without it, after
+                                IB_LEASE_ZAP_WAIT_SEC (warned once) */
     uint64_t device_refused; /* windows not re-bound: a device's memory (a
                                 verbs queue) is mapped where theirs was */
     /* verbs mode (verbs_lease.c) */

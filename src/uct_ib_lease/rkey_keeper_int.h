@@ -9,6 +9,7 @@
 #include "rkey_keeper.h"
 #include "mw_binder.h"
 #include "ib_lease.h"
+#include "zap_witness.h"
 
 #include <ucm/api/ucm.h>
 #include <ucs/datastruct/khash.h>
@@ -27,6 +28,11 @@
 #define IB_LEASE_RETRY_FIRST_SEC    1e-3
 #define IB_LEASE_RETRY_MAX_SEC      1.0
 #define IB_LEASE_LOST_SEC           1.0
+/* How long one catch-up waits for proof that raw madvises are done
+ * (zap_witness.h) before the windows are re-bound anyway, counted and warned
+ * about; and how many windows it waits for, one after the other, at most. */
+#define IB_LEASE_ZAP_WAIT_SEC       0.5
+#define IB_LEASE_ZAP_MAX_WAITS      64
 
 typedef struct ib_lease_kept_mr {
     struct ibv_mr        *mr;       /* UCX's; its rkey field is the window's */
@@ -43,6 +49,8 @@ typedef struct ib_lease_kept_mr {
     unsigned             slot;
     unsigned             hooked_seq;    /* unbound on report N of a change
                                            still under way (0: none) */
+    ib_lease_zap_t       zap;           /* a raw madvise's pages to see go
+                                           before re-binding (rkey_retry.c) */
     int                  bound;
     int                  lease_waits;   /* we answered UCS_INPROGRESS */
     int                  reported;
@@ -92,6 +100,8 @@ typedef struct ib_lease_keeper {
      * numbered; waited out up to hooked_changes_waited (rkey_retry.c) */
     unsigned                   hooked_changes;
     unsigned                   hooked_changes_waited;
+    unsigned                   zap_seq;     /* numbers the zaps to witness */
+    int                        zap_warned;  /* a re-bind without seeing one */
     int                        mapped;      /* an mmap since the last retry */
     int                        mapped_hook; /* our VM_MAPPED handler is set */
     uintptr_t                  unbacked_lo; /* what the waiting windows span */
@@ -110,6 +120,7 @@ extern ib_lease_keeper_t ib_lease_keeper;
 
 /* rkey_keeper.c (lock held) */
 ucs_status_t ib_lease_rebind(ib_lease_kept_mr_t *k);
+ib_lease_kept_mr_t *ib_lease_slot_find(void *arg);
 int ib_lease_slot_alloc(ib_lease_kept_mr_t *k);
 void ib_lease_slot_free(ib_lease_kept_mr_t *k);
 void ib_lease_kept_free(ib_lease_kept_mr_t *k);

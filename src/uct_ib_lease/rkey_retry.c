@@ -179,15 +179,84 @@ static void ib_lease_wait_hooked_changes(unsigned upto)
     }
 }
 
+/*
+ * Windows unbound on a raw madvise's report (ib_lease_watch_zap) are re-bound
+ * only once the witness has proof that the madvise is done (zap_witness.h).
+ * Each waits in turn, with no lock held, in every thread that catches up
+ * meanwhile: none of them may go on with the window unbound. One call waits
+ * IB_LEASE_ZAP_WAIT_SEC at most in all; past it the re-bind is made anyway
+ * (a thread that never blocks hides the changer from the witness), counted
+ * and warned about: if the changer is still descheduled, the window may keep
+ * the old pages. Lock held.
+ */
+static void ib_lease_wait_zaps(void)
+{
+    double deadline = ib_lease_zap_now() + IB_LEASE_ZAP_WAIT_SEC;
+    ib_lease_zap_result_t result;
+    ib_lease_kept_mr_t *k;
+    ib_lease_zap_t zap;
+    unsigned waits;
+    void *arg;
+
+    for (waits = 0; waits < IB_LEASE_ZAP_MAX_WAITS; ++waits) {
+        arg = NULL;
+        ucs_list_for_each(k, &ib_lease_keeper.unbacked, unbacked_list) {
+            if (k->zap.end > k->zap.start) {
+                zap = k->zap;
+                arg = ib_lease_slot_arg(k);
+                break;
+            }
+        }
+        if (arg == NULL) {
+            return;
+        }
+        pthread_mutex_unlock(&ib_lease_keeper.lock);
+        result = ib_lease_zap_wait(&zap, deadline);
+        pthread_mutex_lock(&ib_lease_keeper.lock);
+        k = ib_lease_slot_find(arg);
+        if ((k == NULL) || (k->zap.end <= k->zap.start) || (k->zap.seq != zap.seq)) {
+            continue; /* gone, proven by another thread, or reported again */
+        }
+        k->zap.start = k->zap.end = 0;
+        ++ib_lease_keeper.counters.zap_waited;
+        if (result != IB_LEASE_ZAP_UNSEEN) {
+            continue;
+        }
+        ++ib_lease_keeper.counters.zap_unseen;
+        if (!ib_lease_keeper.zap_warned) {
+            ib_lease_keeper.zap_warned = 1;
+            ucs_warn("mrlease: memory %p..%p registered with remote key 0x%x is "
+                     "re-bound without proof, after %.1f s, that a raw madvise "
+                     "reported before its zap has dropped its pages: if that call is "
+                     "still under way, the key keeps the old pages; load mrlease.ko "
+                     "to close this (docs/limits.md). Said once",
+                     k->addr, UCS_PTR_BYTE_OFFSET(k->addr, k->length), k->rkey,
+                     IB_LEASE_ZAP_WAIT_SEC);
+        }
+    }
+}
+
+/* A forked child's windows are not its own to wait for: forget the zaps. */
+static void ib_lease_forget_zaps(void)
+{
+    ib_lease_kept_mr_t *k;
+
+    ucs_list_for_each(k, &ib_lease_keeper.unbacked, unbacked_list) {
+        k->zap.start = k->zap.end = 0;
+    }
+}
+
 /* Re-bind the waiting windows that are due (all if `mapped`); returns the
  * earliest next attempt, and in *barrier the newest report number of a due
- * window that must wait for its change first (0: none). Lock held. */
-static double ib_lease_retry_due(double now, int mapped, unsigned *barrier)
+ * window that must wait for its change first (0: none), in *zap whether a
+ * due one waits to see a raw madvise's pages go. Lock held. */
+static double ib_lease_retry_due(double now, int mapped, unsigned *barrier, int *zap)
 {
     ib_lease_kept_mr_t *k, *tmp;
     double due = 0;
 
     *barrier = 0;
+    *zap     = 0;
     ucs_list_for_each_safe(k, tmp, &ib_lease_keeper.unbacked, unbacked_list) {
         if (mapped || (now >= k->next_retry)) {
             if ((int)(k->hooked_seq - ib_lease_keeper.hooked_changes_waited) > 0) {
@@ -195,6 +264,11 @@ static double ib_lease_retry_due(double now, int mapped, unsigned *barrier)
                     *barrier = k->hooked_seq;
                 }
                 due = now; /* not attempted: still due */
+                continue;
+            }
+            if (k->zap.end > k->zap.start) {
+                *zap = 1;
+                due  = now;
                 continue;
             }
             if (ib_lease_rebind(k) == UCS_OK) {
@@ -230,7 +304,7 @@ void ib_lease_keeper_retry(void)
 {
     unsigned barrier;
     double due;
-    int mapped;
+    int mapped, zap;
 
     mapped = __atomic_exchange_n(&ib_lease_keeper.mapped, 0, __ATOMIC_SEQ_CST);
     pthread_mutex_lock(&ib_lease_keeper.lock);
@@ -240,15 +314,23 @@ void ib_lease_keeper_retry(void)
     }
     ib_lease_keeper.held = 1; /* the word is raised (by us, the timer or
                                  ib_lease_vm_mapped): ours to clear */
-    due = ib_lease_retry_due(ib_lease_now(), mapped, &barrier);
+    due = ib_lease_retry_due(ib_lease_now(), mapped, &barrier, &zap);
     if ((barrier != 0) && (ib_lease_keeper.timer_pid == getpid())) {
         /* not in a forked child: UCM's lock may have been copied held */
         ib_lease_wait_hooked_changes(barrier);
-        due = ib_lease_retry_due(ib_lease_now(), 1, &barrier);
+        due = ib_lease_retry_due(ib_lease_now(), 1, &barrier, &zap);
+    }
+    if (zap && (barrier == 0)) {
+        if (ib_lease_keeper.timer_pid == getpid()) {
+            ib_lease_wait_zaps();
+        } else {
+            ib_lease_forget_zaps();
+        }
+        due = ib_lease_retry_due(ib_lease_now(), 1, &barrier, &zap);
     }
     if (ucs_list_is_empty(&ib_lease_keeper.unbacked)) {
         ib_lease_hold(0);
-    } else if ((barrier == 0) &&
+    } else if ((barrier == 0) && !zap &&
                (ib_lease_keeper.timer_state != IB_LEASE_TIMER_FAILED)) {
         /* nothing due before `due`: calls stay one load until the timer
          * raises the word again */

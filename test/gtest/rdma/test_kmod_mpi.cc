@@ -244,14 +244,14 @@ TEST_F(test_kmod_mpi_plain, shm_shows_the_failure)
 }
 
 /*
- * The race userfaultfd cannot close: a raw madvise(DONTNEED) (no hook sees
- * it) from a thread of the lowest scheduling class, while another thread of
- * the rank spins in MPI. userfaultfd reports REMOVE before the zap and lets
- * the changer go when the report is read; the changer then waits for a CPU,
- * and the spinning thread's catch-up re-binds the window on the pages about
- * to go. Without mrlease.ko (uffd, ucm): 9,400,320 of 10,485,760 bytes
- * wrong in 10 rounds (docs/limits.md). The module hands the event out only
- * after the zap, so the re-bind lands on the new pages. Default monitors:
+ * The race userfaultfd cannot close exactly: a raw madvise(DONTNEED) (no
+ * hook sees it) from a thread of the lowest scheduling class, while another
+ * thread of the rank spins in MPI. userfaultfd reports REMOVE before the zap
+ * and lets the changer go when the report is read; the changer then waits
+ * for a CPU. Without mrlease.ko the keeper's zap witness waits to see the
+ * pages go (test_threads_raw_race; before it, 9,400,320 of 10,485,760 bytes
+ * wrong in 10 rounds). The module hands the event out only after the zap,
+ * so the re-bind lands on the new pages with no witness. Default monitors:
  * with the module loaded they are kmod and ucm.
  */
 class test_kmod_mpi_race : public kmod_rdma_fixture {
