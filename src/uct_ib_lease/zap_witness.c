@@ -76,6 +76,21 @@ static int zap_thread_quiet(int dirfd, const char *tid)
     return (nr != SYS_madvise) && (nr != SYS_process_madvise);
 }
 
+int ib_lease_zap_thread_quiet(long tid)
+{
+    char name[24];
+    int dirfd, q;
+
+    dirfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        return -1;
+    }
+    snprintf(name, sizeof(name), "%ld", tid);
+    q = zap_thread_quiet(dirfd, name);
+    close(dirfd);
+    return q;
+}
+
 int ib_lease_zap_others_quiet(void)
 {
     char self[24];

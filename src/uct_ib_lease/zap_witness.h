@@ -42,6 +42,10 @@ ib_lease_zap_result_t ib_lease_zap_wait(const ib_lease_zap_t *zap, double deadli
  * madvise (or process_madvise), 0 if one may be, -1 if /proc cannot tell. */
 int ib_lease_zap_others_quiet(void);
 
+/* The same for one thread of the process: 1 if it is blocked outside
+ * madvise, 0 if not, -1 if it is gone or /proc cannot tell. */
+int ib_lease_zap_thread_quiet(long tid);
+
 /* CLOCK_MONOTONIC in seconds */
 double ib_lease_zap_now(void);
 

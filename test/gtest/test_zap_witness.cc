@@ -154,14 +154,36 @@ TEST_F(test_zap_witness, a_thread_held_inside_madvise_is_not_quiet)
 {
     watch();
     memset(m_buf, 1, m_len);
-    std::thread changer([&] { syscall(SYS_madvise, m_buf, m_len, MADV_DONTNEED); });
+    int done[2];
+    ASSERT_EQ(0, pipe(done));
+    std::atomic<long> tid{0};
+    std::thread changer([&] {
+        char c;
+        tid = syscall(SYS_gettid);
+        syscall(SYS_madvise, m_buf, m_len, MADV_DONTNEED);
+        /* then blocked in another call: read(2) */
+        EXPECT_EQ(1, read(done[0], &c, 1));
+    });
     struct pollfd pfd = {m_uffd, POLLIN, 0};
     ASSERT_EQ(1, poll(&pfd, 1, 10000));
-    usleep(10000); /* blocked, not just reported */
-    EXPECT_EQ(0, ib_lease_zap_others_quiet()) << "a changer inside madvise";
+    int held = -1;
+    for (int i = 0; (i < 1000) && (held != 0); ++i) { /* blocked, not just reported */
+        held = ib_lease_zap_thread_quiet(tid);
+        usleep(1000);
+    }
+    EXPECT_EQ(0, held) << "a changer held inside madvise";
+    EXPECT_EQ(0, ib_lease_zap_others_quiet());
     release_changer();
+    int after = -1;
+    for (int i = 0; (i < 5000) && (after != 1); ++i) {
+        after = ib_lease_zap_thread_quiet(tid);
+        usleep(1000);
+    }
+    EXPECT_EQ(1, after) << "blocked in read(2), done with madvise";
+    ASSERT_EQ(1, write(done[1], "x", 1));
     changer.join();
-    EXPECT_EQ(1, ib_lease_zap_others_quiet());
+    close(done[0]);
+    close(done[1]);
 }
 
 /* This thread made the change and touched every page again: nothing shows
