@@ -22,6 +22,9 @@
 #ifndef SYS_process_madvise
 #define SYS_process_madvise 440
 #endif
+#ifndef SYS_io_uring_enter
+#define SYS_io_uring_enter 426
+#endif
 
 double ib_lease_zap_now(void)
 {
@@ -44,36 +47,58 @@ static int zap_first_page_gone(uintptr_t addr)
     return !(vec & 1);
 }
 
-/*
- * What thread tid is doing, from /proc/self/task/<tid>/syscall: a blocked
- * thread shows its system call's number ("-1" outside one), a running or
- * runnable one shows "running". Ours to read: same thread group, no ptrace
- * permission needed. Returns 1 if it is blocked outside madvise, 0 if it may
- * be a changer between its report and its zap, -1 if gone or unreadable.
- */
-static int zap_thread_quiet(int dirfd, const char *tid)
+/* Read /proc/self/task/<tid>/<what> into buf (NUL-terminated); its length,
+ * or -1. */
+static ssize_t zap_task_read(int dirfd, const char *tid, const char *what,
+                             char *buf, size_t max)
 {
-    char path[288], buf[64]; /* a d_name is at most 255 bytes */
-    long nr;
+    char path[288]; /* a d_name is at most 255 bytes */
     ssize_t n;
     int fd;
 
-    snprintf(path, sizeof(path), "%.255s/syscall", tid);
+    snprintf(path, sizeof(path), "%.255s/%s", tid, what);
     fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return -1;
     }
-    n = read(fd, buf, sizeof(buf) - 1);
+    n = read(fd, buf, max - 1);
     close(fd);
-    if (n <= 0) {
+    if (n < 0) {
         return -1;
     }
     buf[n] = '\0';
+    return n;
+}
+
+/*
+ * What thread tid is doing, from /proc/self/task/<tid>/syscall: a blocked
+ * thread shows its system call's number, a running or runnable one
+ * "running". Ours to read: same thread group, no ptrace permission needed.
+ * Not quiet: running; inside madvise or process_madvise; inside
+ * io_uring_enter, or an io_uring worker (IORING_OP_MADVISE runs there);
+ * blocked outside any system call ("-1": a fault, a stop). Returns 1 if
+ * quiet, 0 if not, -1 if gone or unreadable.
+ */
+static int zap_thread_quiet(int dirfd, const char *tid)
+{
+    char buf[64];
+    long nr;
+
+    if (zap_task_read(dirfd, tid, "syscall", buf, sizeof(buf)) <= 0) {
+        return -1;
+    }
     if (!strncmp(buf, "running", 7)) {
         return 0;
     }
     nr = strtol(buf, NULL, 10);
-    return (nr != SYS_madvise) && (nr != SYS_process_madvise);
+    if ((nr == SYS_madvise) || (nr == SYS_process_madvise) ||
+        (nr == SYS_io_uring_enter) || (nr < 0)) {
+        return 0;
+    }
+    if (zap_task_read(dirfd, tid, "comm", buf, sizeof(buf)) < 0) {
+        return -1;
+    }
+    return strncmp(buf, "iou-", 4) != 0;
 }
 
 int ib_lease_zap_thread_quiet(long tid)

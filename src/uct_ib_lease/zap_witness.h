@@ -10,8 +10,9 @@
  *  - the range's first page, mapped when REMOVE was read (the window's
  *    registration pinned it), is gone (mincore): the zap has begun;
  *  - no other thread of the process is running or inside madvise (each
- *    one's /proc/self/task/<tid>/syscall names another blocking call): a
- *    changer let go but not yet done would be one of those.
+ *    one's /proc/self/task/<tid>/syscall names another blocking call, and
+ *    none is an io_uring worker): a changer let go but not yet done would
+ *    be one of those.
  * Then one mmap of a page of our own, which takes the address-space lock
  * for writing, waits out a zap still under way (made under it for reading;
  * memory userfaultfd watches never uses the per-VMA locks).
