@@ -39,6 +39,8 @@ void ucs_mrlease_acc_take(ucs_mrlease_t *lease, ucs_mrlease_event_t *event)
                        lease->hot.end :
                        lease->hot.start + ((uintptr_t)lease->acc_last << shift);
     event->new_start = lease->acc_new_start;
+    event->reports   = (lease->flags & UCS_MRLEASE_FLAG_ACC_MANY) ? 2 : 1;
+    lease->flags        &= ~UCS_MRLEASE_FLAG_ACC_MANY;
     lease->acc_kinds     = 0;
     lease->acc_monitors  = 0;
     lease->acc_new_start = 0;
@@ -62,6 +64,10 @@ void ucs_mrlease_lease_event(ucs_mrlease_t *lease, const ucs_mrlease_qentry_t *e
             end   = lease->hot.end;
         }
         ucs_mrlease_acc_pages(lease, start, end, &first, &last);
+        if ((lease->acc_kinds != 0) ||
+            ((e->start == 0) && (e->end == UINTPTR_MAX))) {
+            lease->flags |= UCS_MRLEASE_FLAG_ACC_MANY; /* or lost count */
+        }
         if (lease->acc_kinds == 0) {
             lease->acc_first = first;
             lease->acc_last  = last;

@@ -94,7 +94,10 @@ enum {
      * also when injected as such): its restore reads the memory map again
      * to re-arm. Other changes (madvise, fork, a file's break) keep the
      * vma, and the kind of memory with it. */
-    UCS_MRLEASE_FLAG_REMAPPED = UCS_BIT(3)
+    UCS_MRLEASE_FLAG_REMAPPED = UCS_BIT(3),
+    /* More than one report folded into the accumulated event (or an
+     * overflow's "everything"): event.reports says 2, "several". */
+    UCS_MRLEASE_FLAG_ACC_MANY = UCS_BIT(4)
 };
 
 /* Kinds after which the range may be mapped by something else. */

@@ -71,6 +71,7 @@ static int ucs_mrlease_fork_uncover(ucs_mrlease_tree_node_t *node, void *arg)
     lease->acc_kinds     = 0; /* the queue was emptied */
     lease->acc_monitors  = 0;
     lease->acc_new_start = 0;
+    lease->flags        &= ~UCS_MRLEASE_FLAG_ACC_MANY;
     lease->monitored     = 0;
     if (lease->ext != NULL) {
         lease->ext->file         = NULL;

@@ -62,6 +62,9 @@ typedef struct ucs_mrlease_event {
     uintptr_t start;     /**< hull of the affected sub-range, clipped to the lease */
     uintptr_t end;
     uintptr_t new_start; /**< for REMAP: where @a start moved to, else 0 */
+    unsigned  reports;   /**< monitor reports folded into it: 1, or 2 for
+                              several (the kernel makes one per vma and
+                              change; one madvise may make several) */
 } ucs_mrlease_event_t;
 
 /**

@@ -136,6 +136,32 @@ TEST_P(test_range_monitor, madvise_dontneed)
     expect_one(l, uffd() ? UCS_MRLEASE_EV_REMOVE : UCS_MRLEASE_EV_UNMAP,
                (uintptr_t)p + 2 * m_page, (uintptr_t)p + 5 * m_page,
                uffd() ? UCS_MRLEASE_EV_UNMAP : 0);
+    EXPECT_EQ(1u, events_of(l)[0].ev.reports);
+    munmap(p, len);
+}
+
+/* Two changes before one progress call: one event, which says it folds
+ * several reports (the zap witness trusts a first page gone only for one:
+ * the kernel makes one REMOVE per vma and change). */
+TEST_P(test_range_monitor, several_reports_fold_into_one_event)
+{
+    size_t len = 16 * m_page;
+    char *p    = (char*)map_anon(len);
+    auto l     = lease(p, len);
+
+    memset(p, 1, len);
+    ASSERT_EQ(0, syscall(SYS_madvise, p + 2 * m_page, m_page, MADV_DONTNEED));
+    ASSERT_EQ(0, syscall(SYS_madvise, p + 9 * m_page, m_page, MADV_DONTNEED));
+    if (!uffd()) {
+        ASSERT_EQ(0, madvise(p + 2 * m_page, m_page, MADV_DONTNEED));
+        ASSERT_EQ(0, madvise(p + 9 * m_page, m_page, MADV_DONTNEED));
+    }
+    ucs_mrlease_progress(m_engine);
+    auto ev = events_of(l);
+    ASSERT_EQ(1u, ev.size());
+    EXPECT_EQ(2u, ev[0].ev.reports);
+    EXPECT_EQ((uintptr_t)p + 2 * m_page, ev[0].ev.start);
+    EXPECT_EQ((uintptr_t)p + 10 * m_page, ev[0].ev.end);
     munmap(p, len);
 }
 
