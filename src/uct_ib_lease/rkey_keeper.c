@@ -224,7 +224,9 @@ ucs_status_t ib_lease_rebind(ib_lease_kept_mr_t *k)
     return UCS_OK;
 }
 
-/* Nothing may land in pages the application has let go: unbind. */
+/* Nothing may land in pages the application has let go: unbind. The
+ * registration behind stays while a zap is to be seen (ib_lease_watch_zap):
+ * pinned, the first page cannot be swapped out and look zapped. */
 static void ib_lease_unbind(ib_lease_kept_mr_t *k)
 {
     if (k->bound) {
@@ -233,7 +235,7 @@ static void ib_lease_unbind(ib_lease_kept_mr_t *k)
             k->bound = 0;
         }
     }
-    if (k->backing != k->mr) {
+    if ((k->backing != k->mr) && !((k->zap.end > k->zap.start) && k->zap.present)) {
         ib_lease_keeper.real_dereg(k->backing);
         k->backing = k->mr;
     }
@@ -255,10 +257,10 @@ static int ib_lease_reported_before_change(const ucs_mrlease_event_t *event)
  * A madvise only userfaultfd saw (a raw system call: no UCM hook holds its
  * thread; mrlease.ko would report after the zap) over private anonymous
  * memory, whose pages it drops for good: before re-binding, the keeper waits
- * for proof that it is done (zap_witness.h). Called before the unbind: while
- * the window is bound, its registration keeps the first page mapped until
- * the zap, so seeing that page gone proves the zap has begun; only if the
- * report carries nothing else that could unmap it.
+ * for proof that it is done (zap_witness.h). Called before the unbind: the
+ * window's registration (kept until the re-bind) pins the first page, so
+ * seeing it gone proves the zap has begun; only for one report (the kernel
+ * makes one per vma and change) that carries nothing else able to unmap it.
  */
 static void ib_lease_watch_zap(ib_lease_kept_mr_t *k, const ucs_mrlease_event_t *event)
 {
@@ -270,8 +272,9 @@ static void ib_lease_watch_zap(ib_lease_kept_mr_t *k, const ucs_mrlease_event_t 
         !(event->monitors & UCS_BIT(UCS_MRLEASE_MONITOR_UFFD)) ||
         (event->monitors & (UCS_BIT(UCS_MRLEASE_MONITOR_UCM) |
                             UCS_BIT(UCS_MRLEASE_MONITOR_KMOD))) ||
-        (k->lease->backing_type != UCS_MRLEASE_BACKING_ANON) || (end <= start)) {
-        return;
+        (k->lease->backing_type != UCS_MRLEASE_BACKING_ANON) ||
+        (k->lease->backing_bits & UCS_MRLEASE_BACKING_SHARED) || (end <= start)) {
+        return; /* shared memory: kept, or punched without mmap_lock */
     }
     if (k->zap.end > k->zap.start) {
         /* a second report before the first was proven: the first page may
@@ -282,7 +285,8 @@ static void ib_lease_watch_zap(ib_lease_kept_mr_t *k, const ucs_mrlease_event_t 
     } else {
         k->zap.start   = start;
         k->zap.end     = end;
-        k->zap.present = k->bound && !(event->kinds & ~UCS_MRLEASE_EV_REMOVE);
+        k->zap.present = k->bound && (event->reports == 1) &&
+                         !(event->kinds & ~UCS_MRLEASE_EV_REMOVE);
     }
     k->zap.seq = ++ib_lease_keeper.zap_seq;
 }

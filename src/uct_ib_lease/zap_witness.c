@@ -25,6 +25,10 @@
 #ifndef SYS_io_uring_enter
 #define SYS_io_uring_enter 426
 #endif
+#define ZAP_X32_SYSCALL_BIT 0x40000000L /* x32 calls show it */
+#define ZAP_I386_MADVISE    219         /* through int 0x80 (restart_syscall
+                                           here: rare, and harmless to wait) */
+#define ZAP_PF_IO_WORKER    0x10ul      /* include/linux/sched.h */
 
 double ib_lease_zap_now(void)
 {
@@ -63,25 +67,47 @@ static ssize_t zap_task_read(int dirfd, const char *tid, const char *what,
     }
     n = read(fd, buf, max - 1);
     close(fd);
-    if (n < 0) {
+    if (n <= 0) {
+        errno = (n == 0) ? EIO : errno;
         return -1;
     }
     buf[n] = '\0';
     return n;
 }
 
+/* Field n (1-based) of a /proc stat line, after the command name (which
+ * may hold spaces and parentheses): a pointer into buf, or NULL. */
+static const char *zap_stat_field(const char *buf, int n)
+{
+    const char *p = strrchr(buf, ')');
+    int field;
+
+    if (p == NULL) {
+        return NULL;
+    }
+    for (field = 2; field < n; ++field) { /* p is at the end of field 2 */
+        p = strchr(p + 1, ' ');
+        if (p == NULL) {
+            return NULL;
+        }
+    }
+    return p + 1;
+}
+
 /*
  * What thread tid is doing, from /proc/self/task/<tid>/syscall: a blocked
  * thread shows its system call's number, a running or runnable one
  * "running". Ours to read: same thread group, no ptrace permission needed.
- * Not quiet: running; inside madvise or process_madvise; inside
- * io_uring_enter, or an io_uring worker (IORING_OP_MADVISE runs there);
- * blocked outside any system call ("-1": a fault, a stop). Returns 1 if
- * quiet, 0 if not, -1 if gone or unreadable.
+ * Not quiet: running; inside madvise (its 64-bit, x32 or int 0x80 number),
+ * process_madvise or io_uring_enter; an io_uring worker (PF_IO_WORKER in
+ * its stat flags: IORING_OP_MADVISE runs there, and its registers are a
+ * copy of its creator's); blocked outside any system call ("-1": a fault,
+ * a stop). Returns 1 if quiet, 0 if not, -1 if gone or unreadable.
  */
 static int zap_thread_quiet(int dirfd, const char *tid)
 {
-    char buf[64];
+    char buf[512];
+    const char *flags;
     long nr;
 
     if (zap_task_read(dirfd, tid, "syscall", buf, sizeof(buf)) <= 0) {
@@ -91,14 +117,21 @@ static int zap_thread_quiet(int dirfd, const char *tid)
         return 0;
     }
     nr = strtol(buf, NULL, 10);
-    if ((nr == SYS_madvise) || (nr == SYS_process_madvise) ||
-        (nr == SYS_io_uring_enter) || (nr < 0)) {
+    if (nr >= 0) {
+        nr &= ~ZAP_X32_SYSCALL_BIT;
+    }
+    if ((nr < 0) || (nr == SYS_madvise) || (nr == SYS_process_madvise) ||
+        (nr == SYS_io_uring_enter) || (nr == ZAP_I386_MADVISE)) {
         return 0;
     }
-    if (zap_task_read(dirfd, tid, "comm", buf, sizeof(buf)) < 0) {
+    if (zap_task_read(dirfd, tid, "stat", buf, sizeof(buf)) <= 0) {
         return -1;
     }
-    return strncmp(buf, "iou-", 4) != 0;
+    flags = zap_stat_field(buf, 9);
+    if (flags == NULL) {
+        return -1;
+    }
+    return !(strtoul(flags, NULL, 10) & ZAP_PF_IO_WORKER);
 }
 
 int ib_lease_zap_thread_quiet(long tid)
@@ -116,11 +149,41 @@ int ib_lease_zap_thread_quiet(long tid)
     return q;
 }
 
+/* The process's thread count (/proc/self/stat), or -1. */
+static long zap_num_threads(void)
+{
+    char buf[1024];
+    const char *f;
+    ssize_t n;
+    int fd;
+
+    fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = '\0';
+    f = zap_stat_field(buf, 20);
+    return (f == NULL) ? -1 : strtol(f, NULL, 10);
+}
+
+/*
+ * Every other thread quiet, and every thread seen: a thread exiting during
+ * the listing can make /proc skip the next one, so the count listed must be
+ * the process's thread count, and a thread that could not be read (gone
+ * meanwhile, or no syscall file at all) makes the answer "not quiet": the
+ * caller asks again.
+ */
 int ib_lease_zap_others_quiet(void)
 {
     char self[24];
     struct dirent *d;
     int dirfd, quiet = 1, q;
+    long listed = 0;
     DIR *dir;
 
     dirfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -133,19 +196,23 @@ int ib_lease_zap_others_quiet(void)
         return -1;
     }
     snprintf(self, sizeof(self), "%ld", (long)syscall(SYS_gettid));
-    while (quiet && ((d = readdir(dir)) != NULL)) {
-        if ((d->d_name[0] < '0') || (d->d_name[0] > '9') ||
-            !strcmp(d->d_name, self)) {
+    while ((quiet == 1) && ((d = readdir(dir)) != NULL)) {
+        if ((d->d_name[0] < '0') || (d->d_name[0] > '9')) {
+            continue;
+        }
+        ++listed;
+        if (!strcmp(d->d_name, self)) {
             continue;
         }
         q = zap_thread_quiet(dirfd, d->d_name);
-        if (q == 0) {
-            quiet = 0;
-        } else if ((q < 0) && (errno != ENOENT)) {
-            quiet = -1; /* no syscall file (no CONFIG_HAVE_ARCH_TRACEHOOK?) */
+        if (q != 1) {
+            quiet = (q == 0) ? 0 : -1;
         }
     }
     closedir(dir);
+    if ((quiet == 1) && (listed != zap_num_threads())) {
+        quiet = 0; /* one came or went meanwhile: ask again */
+    }
     return quiet;
 }
 

@@ -8,14 +8,16 @@
  * for good. No event follows the zap, so the witness looks for proof that
  * it has happened, or that no thread can still be about to make it:
  *  - the range's first page, mapped when REMOVE was read (the window's
- *    registration pinned it), is gone (mincore): the zap has begun;
+ *    registration pins it until the re-bind), is gone (mincore): the zap
+ *    has begun; only for one report (one REMOVE per vma and change);
  *  - no other thread of the process is running or inside madvise (each
  *    one's /proc/self/task/<tid>/syscall names another blocking call, and
  *    none is an io_uring worker): a changer let go but not yet done would
  *    be one of those.
  * Then one mmap of a page of our own, which takes the address-space lock
- * for writing, waits out a zap still under way (made under it for reading;
- * memory userfaultfd watches never uses the per-VMA locks).
+ * for writing, waits out a zap still under way (madvise takes that lock
+ * again for reading after the report: a userfaultfd-watched vma is never
+ * left to the per-VMA locks).
  */
 #ifndef UCT_IB_LEASE_ZAP_WITNESS_H_
 #define UCT_IB_LEASE_ZAP_WITNESS_H_

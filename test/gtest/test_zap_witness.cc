@@ -31,7 +31,15 @@ class test_zap_witness : public test_mrlease {
 protected:
     void SetUp() override
     {
-        m_len = 256 * m_page;
+        map(256 * m_page);
+    }
+
+    void map(size_t len)
+    {
+        if (m_buf != nullptr) {
+            munmap(m_buf, m_len);
+        }
+        m_len = len;
         m_buf = (char*)map_anon(m_len);
         ASSERT_NE(nullptr, m_buf);
     }
@@ -118,8 +126,8 @@ protected:
         return n;
     }
 
-    size_t                   m_len;
-    char                     *m_buf;
+    size_t                   m_len = 0;
+    char                     *m_buf = nullptr;
     int                      m_uffd = -1;
     std::atomic<bool>        m_spin{false};
     std::vector<std::thread> m_spinners;
