@@ -72,6 +72,25 @@ protected:
         return argv;
     }
 
+    /* test/mpi/mpi_win_race ROUNDS MODE on two ranks, started by runner */
+    static std::vector<std::string> win_race(int rounds, const std::string &mode,
+                                             const std::string &runner = "/usr/bin/mpirun")
+    {
+        return mpirun(1, builddir_path("test/mpi/mpi_win_race"),
+                      {std::to_string(rounds), mode}, runner);
+    }
+
+    /* mpi_win_race ran ROUNDS rounds of MODE and every byte came right */
+    static void expect_win_race_ok(const run_result &r, int rounds, const std::string &mode)
+    {
+        EXPECT_EQ(0, r.status) << r.output;
+        EXPECT_NE(std::string::npos,
+                  r.output.find(std::to_string(rounds) + " rounds of " + mode))
+            << r.output;
+        EXPECT_NE(std::string::npos, r.output.find(" 0 wrong bytes")) << r.output;
+        EXPECT_NE(std::string::npos, r.output.find("mpi_win_race: ok")) << r.output;
+    }
+
     static std::map<std::string, std::string> mpi_env()
     {
         std::map<std::string, std::string> env = {

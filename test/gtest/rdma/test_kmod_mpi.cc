@@ -255,23 +255,13 @@ TEST_F(test_kmod_mpi_plain, shm_shows_the_failure)
  * with the module loaded they are kmod and ucm.
  */
 class test_kmod_mpi_race : public kmod_rdma_fixture {
-protected:
-    run_result race(const std::string &runner)
-    {
-        return run(mpirun(1, builddir_path("test/mpi/mpi_win_race"),
-                          {"10", "rawdontneed"}, runner),
-                   mpi_env(), 300);
-    }
 };
 
 TEST_F(test_kmod_mpi_race, raw_dontneed_by_a_descheduled_thread_keeps_every_byte)
 {
-    run_result r = race(mrlease_runner());
+    run_result r = run(win_race(10, "rawdontneed", mrlease_runner()), mpi_env(), 300);
 
-    EXPECT_EQ(0, r.status) << r.output;
-    EXPECT_NE(std::string::npos, r.output.find("10 rounds of rawdontneed")) << r.output;
-    EXPECT_NE(std::string::npos, r.output.find(" 0 wrong bytes")) << r.output;
-    EXPECT_NE(std::string::npos, r.output.find("mpi_win_race: ok")) << r.output;
+    expect_win_race_ok(r, 10, "rawdontneed");
     EXPECT_EQ(std::string::npos, r.output.find("mrlease: kmod: " MRLEASE_DEVICE))
         << "the ranks ran without the kernel monitor\n" << r.output;
     /* each round's change re-bound the target's window */
@@ -281,9 +271,7 @@ TEST_F(test_kmod_mpi_race, raw_dontneed_by_a_descheduled_thread_keeps_every_byte
 
 TEST_F(test_kmod_mpi_plain, raw_dontneed_race_shows_the_failure)
 {
-    run_result r = run(mpirun(1, builddir_path("test/mpi/mpi_win_race"),
-                              {"10", "rawdontneed"}),
-                       mpi_env(), 300);
+    run_result r = run(win_race(10, "rawdontneed"), mpi_env(), 300);
     EXPECT_NE(0, r.status) << "plain UCX kept coherent: the test cannot see "
                               "decoherence\n" << r.output;
     EXPECT_NE(std::string::npos, r.output.find("mpi_win_race: FAILED")) << r.output;
