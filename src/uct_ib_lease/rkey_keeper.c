@@ -219,7 +219,7 @@ ucs_status_t ib_lease_rebind(ib_lease_kept_mr_t *k)
     }
     k->backing  = fresh;
     k->bound    = 1;
-    k->zap.start = k->zap.end = 0; /* whatever was reported is behind us */
+    ib_lease_zap_clear(&k->zap); /* whatever was reported is behind us */
     ++ib_lease_keeper.counters.rebound;
     return UCS_OK;
 }
@@ -235,7 +235,7 @@ static void ib_lease_unbind(ib_lease_kept_mr_t *k)
             k->bound = 0;
         }
     }
-    if ((k->backing != k->mr) && !((k->zap.end > k->zap.start) && k->zap.present)) {
+    if ((k->backing != k->mr) && !(ib_lease_zap_pending(&k->zap) && k->zap.present)) {
         ib_lease_keeper.real_dereg(k->backing);
         k->backing = k->mr;
     }
@@ -276,7 +276,7 @@ static void ib_lease_watch_zap(ib_lease_kept_mr_t *k, const ucs_mrlease_event_t 
         (k->lease->backing_bits & UCS_MRLEASE_BACKING_SHARED) || (end <= start)) {
         return; /* shared memory: kept, or punched without mmap_lock */
     }
-    if (k->zap.end > k->zap.start) {
+    if (ib_lease_zap_pending(&k->zap)) {
         /* a second report before the first was proven: the first page may
          * have gone with the first one */
         k->zap.start   = ucs_min(k->zap.start, start);
@@ -313,7 +313,7 @@ static ucs_status_t ib_lease_window_break(ib_lease_kept_mr_t *k,
         return UCS_OK;
     }
 
-    if ((k->zap.end <= k->zap.start) && (ib_lease_rebind(k) == UCS_OK)) {
+    if (!ib_lease_zap_pending(&k->zap) && (ib_lease_rebind(k) == UCS_OK)) {
         ib_lease_unmark_unbacked(k);
         return UCS_OK;
     }

@@ -201,7 +201,7 @@ static void ib_lease_wait_zaps(void)
     for (waits = 0; waits < IB_LEASE_ZAP_MAX_WAITS; ++waits) {
         arg = NULL;
         ucs_list_for_each(k, &ib_lease_keeper.unbacked, unbacked_list) {
-            if (k->zap.end > k->zap.start) {
+            if (ib_lease_zap_pending(&k->zap)) {
                 zap = k->zap;
                 arg = ib_lease_slot_arg(k);
                 break;
@@ -214,10 +214,10 @@ static void ib_lease_wait_zaps(void)
         result = ib_lease_zap_wait(&zap, deadline);
         pthread_mutex_lock(&ib_lease_keeper.lock);
         k = ib_lease_slot_find(arg);
-        if ((k == NULL) || (k->zap.end <= k->zap.start) || (k->zap.seq != zap.seq)) {
+        if ((k == NULL) || !ib_lease_zap_pending(&k->zap) || (k->zap.seq != zap.seq)) {
             continue; /* gone, proven by another thread, or reported again */
         }
-        k->zap.start = k->zap.end = 0;
+        ib_lease_zap_clear(&k->zap);
         ++ib_lease_keeper.counters.zap_waited;
         if (result != IB_LEASE_ZAP_UNSEEN) {
             continue;
@@ -242,7 +242,7 @@ static void ib_lease_forget_zaps(void)
     ib_lease_kept_mr_t *k;
 
     ucs_list_for_each(k, &ib_lease_keeper.unbacked, unbacked_list) {
-        k->zap.start = k->zap.end = 0;
+        ib_lease_zap_clear(&k->zap);
     }
 }
 
@@ -266,7 +266,7 @@ static double ib_lease_retry_due(double now, int mapped, unsigned *barrier, int 
                 due = now; /* not attempted: still due */
                 continue;
             }
-            if (k->zap.end > k->zap.start) {
+            if (ib_lease_zap_pending(&k->zap)) {
                 *zap = 1;
                 due  = now;
                 continue;

@@ -31,6 +31,17 @@ typedef struct ib_lease_zap {
     unsigned  seq;        /* changed by each new report */
 } ib_lease_zap_t;
 
+/* A madvise's pages are still to be seen gone */
+static inline int ib_lease_zap_pending(const ib_lease_zap_t *zap)
+{
+    return zap->end > zap->start;
+}
+
+static inline void ib_lease_zap_clear(ib_lease_zap_t *zap)
+{
+    zap->start = zap->end = 0;
+}
+
 typedef enum {
     IB_LEASE_ZAP_SEEN,    /* the first page was seen gone */
     IB_LEASE_ZAP_QUIET,   /* no other thread running or in madvise */
